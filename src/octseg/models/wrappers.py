@@ -1,0 +1,93 @@
+"""Input-size adaptation, so that no user sees a shape error for a legal B-scan size."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from octseg.models.base import SegOutput, as_seg_output
+
+__all__ = ["PadToDivisor", "pad_to_divisor"]
+
+
+def _crop_like(value: object, h: int, w: int, full_h: int, full_w: int) -> object:
+    """Crops full-resolution tensors (and lists of them) back to ``h x w``; leaves others."""
+    if isinstance(value, torch.Tensor) and value.dim() >= 2:
+        if value.shape[-2:] == (full_h, full_w):
+            return value[..., :h, :w]
+        return value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_crop_like(v, h, w, full_h, full_w) for v in value)
+    return value
+
+
+def pad_to_divisor(
+    x: torch.Tensor, divisor: int, square: bool = False, mode: str = "reflect"
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pads ``x [B, C, H, W]`` at the bottom and right to multiples of ``divisor``.
+
+    Args:
+        x: input batch.
+        divisor: H and W are padded up to multiples of it.
+        square: also pad the shorter side so that H == W.
+        mode: ``"reflect"`` (falls back to ``"replicate"`` where the pad exceeds the size) or
+            ``"constant"`` (zeros).
+
+    Returns:
+        The padded batch and the original ``(H, W)``.
+    """
+    h, w = x.shape[-2:]
+    ph = -h % divisor
+    pw = -w % divisor
+    if square:
+        side = max(h + ph, w + pw)
+        ph, pw = side - h, side - w
+    if ph == 0 and pw == 0:
+        return x, (h, w)
+    if mode == "reflect" and (ph >= h or pw >= w):
+        mode = "replicate"  # reflect padding needs pad < size
+    return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
+
+
+class PadToDivisor(nn.Module):
+    """Wraps a network so that it accepts any ``H x W``.
+
+    The input is padded (reflect by default) to the network's ``size_divisor`` (and to a square
+    where ``requires_square``), the network runs, and every full-resolution output is cropped
+    back. Padding at the bottom/right keeps the image content at the same coordinates.
+
+    Args:
+        net: the network; its ``size_divisor`` and ``requires_square`` class attributes are read
+            unless given here.
+        size_divisor: overrides ``net.size_divisor``.
+        requires_square: overrides ``net.requires_square``.
+        mode: padding mode, see :func:`pad_to_divisor`.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        size_divisor: int | None = None,
+        requires_square: bool | None = None,
+        mode: str = "reflect",
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.size_divisor = int(size_divisor or getattr(net, "size_divisor", 1))
+        self.requires_square = bool(
+            getattr(net, "requires_square", False) if requires_square is None else requires_square
+        )
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> SegOutput:
+        padded, (h, w) = pad_to_divisor(x, self.size_divisor, self.requires_square, self.mode)
+        out = as_seg_output(self.net(padded))
+        full_h, full_w = padded.shape[-2:]
+        if (full_h, full_w) == (h, w):
+            return out
+        return SegOutput(
+            logits=out.logits[..., :h, :w],
+            aux={k: _crop_like(v, h, w, full_h, full_w) for k, v in out.aux.items()},
+            reg=out.reg,
+        )
