@@ -1,0 +1,6 @@
+"""Loss terms and the weighted objective."""
+
+from octseg.losses.objective import Objective
+from octseg.losses.terms import DeepSupervisionLoss, DiceCELoss
+
+__all__ = ["Objective", "DiceCELoss", "DeepSupervisionLoss"]

@@ -1,0 +1,153 @@
+"""The generic supervised segmentation LightningModule shared by every method."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from octseg.models.base import SegOutput, as_seg_output
+from octseg.models.wrappers import PadToDivisor
+
+__all__ = ["SegModule"]
+
+log = logging.getLogger(__name__)
+
+
+class SegModule(pl.LightningModule):
+    """Supervised segmentation: network, objective, optimizer/scheduler and metric suites.
+
+    One :meth:`model_step` serves training, validation and test. Logged keys: ``train/loss``,
+    ``train/loss/<term>``, ``val/loss``, ``val/<metric>`` and ``val/<metric>/<class>`` (from the
+    validation suite), ``test/...`` likewise (from the test suite).
+
+    Args:
+        net: the network (``(B,C,H,W) -> logits`` or :class:`SegOutput`); it is wrapped in
+            :class:`PadToDivisor`, so any input size works.
+        objective: ``(SegOutput, batch) -> {"loss": ..., "<term>": ...}``.
+        optimizer: a partial optimizer factory ``params -> Optimizer``.
+        scheduler: ``None`` or a mapping with ``factory`` (partial ``optimizer -> LRScheduler``),
+            ``interval`` (``"epoch"``/``"step"``) and optional ``monitor``.
+        val_metrics: metric suite for validation epochs (copied, never shared across stages).
+        test_metrics: metric suite for the test split (defaults to a copy of ``val_metrics``).
+        channels_last: run the network in channels-last memory format (faster for some CPU
+            and GPU convolutions).
+        compile: wrap the network with ``torch.compile``.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        objective: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Mapping[str, Any] | None = None,
+        val_metrics: nn.Module | None = None,
+        test_metrics: nn.Module | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        # Nets, losses and metrics are rebuilt from the run config stored in the checkpoint.
+        self.save_hyperparameters(
+            ignore=["net", "objective", "optimizer", "scheduler", "val_metrics", "test_metrics"]
+        )
+        self.net = net if isinstance(net, PadToDivisor) else PadToDivisor(net)
+        self.objective = objective
+        self.optimizer_factory = optimizer
+        self.scheduler_cfg = scheduler
+        self.val_metrics = copy.deepcopy(val_metrics) if val_metrics is not None else None
+        source = test_metrics if test_metrics is not None else val_metrics
+        self.test_metrics = copy.deepcopy(source) if source is not None else None
+        self.channels_last = channels_last
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        # Kept out of the module registry so the state dict holds the parameters only once.
+        self.__dict__["_compiled"] = torch.compile(self.net) if compile else None
+        self.test_results: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ forward and steps
+    def forward(self, image: torch.Tensor) -> SegOutput:
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        net = self._compiled if self._compiled is not None else self.net
+        return as_seg_output(net(image))
+
+    def model_step(self, batch: Mapping[str, Any]) -> tuple[SegOutput, dict[str, torch.Tensor]]:
+        output = self(batch["image"])
+        return output, self.objective(output, batch)
+
+    def _log_losses(self, stage: str, losses: Mapping[str, torch.Tensor], batch_size: int) -> None:
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", losses["loss"], on_step=on_step, on_epoch=True,
+                 prog_bar=True, batch_size=batch_size, sync_dist=not on_step)
+        terms = {f"{stage}/loss/{k}": v.detach() for k, v in losses.items() if k != "loss"}
+        if len(terms) > 1:
+            self.log_dict(terms, on_step=False, on_epoch=True, batch_size=batch_size,
+                          sync_dist=True)
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        _, losses = self.model_step(batch)
+        self._log_losses("train", losses, batch["image"].shape[0])
+        return losses["loss"]
+
+    def _eval_step(self, stage: str, batch: Mapping[str, Any], metrics: nn.Module | None) -> SegOutput:
+        output, losses = self.model_step(batch)
+        self._log_losses(stage, losses, batch["image"].shape[0])
+        if metrics is not None:
+            metrics.update(output.logits.detach(), batch["mask"], batch.get("volume_index"))
+        return output
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._eval_step("val", batch, self.val_metrics)
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._eval_step("test", batch, self.test_metrics)
+
+    def _log_suite(self, stage: str, metrics: nn.Module | None) -> dict[str, float]:
+        if metrics is None:
+            return {}
+        values = {f"{stage}/{k}": v for k, v in metrics.compute().items()}
+        metrics.reset()
+        # Values are already synchronised across ranks by the metric suite.
+        self.log_dict({k: v.float() for k, v in values.items()}, sync_dist=False)
+        return {k: float(v) for k, v in values.items()}
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_suite("val", self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self._log_suite("test", self.test_metrics)
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """Returns, per B-scan, the label map and class probabilities at the scan's true size."""
+        probs = self(batch["image"]).logits.float().softmax(dim=1)
+        labels = probs.argmax(dim=1)
+        results = []
+        for i, (h, w) in enumerate(batch["orig_hw"].tolist()):
+            results.append({
+                "case_id": batch["case_id"][i],
+                "volume_id": batch["volume_id"][i],
+                "pred": labels[i, :h, :w].cpu(),
+                "probs": probs[i, :, :h, :w].cpu(),
+                "target": batch["mask"][i, :h, :w].cpu() if "mask" in batch else None,
+            })
+        return results
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        if not self.scheduler_cfg:
+            return optimizer
+        scheduler = {
+            "scheduler": self.scheduler_cfg["factory"](optimizer=optimizer),
+            "interval": self.scheduler_cfg.get("interval", "epoch"),
+            "frequency": 1,
+        }
+        if self.scheduler_cfg.get("monitor"):
+            scheduler["monitor"] = self.scheduler_cfg["monitor"]
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -1,0 +1,101 @@
+"""OCTSeg's own Lightning callbacks (the rest are Lightning's, configured in conf/callbacks)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+__all__ = ["StoreRunConfig", "LogPredictionOverlays", "label_overlay"]
+
+log = logging.getLogger(__name__)
+
+# Fixed colours per label (0 is transparent): layers, choroid, fluid.
+_PALETTE = np.array(
+    [
+        [0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
+        [245, 130, 48], [145, 30, 180], [70, 240, 240], [128, 128, 128], [250, 20, 250],
+        [210, 245, 60], [0, 128, 128], [170, 110, 40], [128, 0, 0], [170, 255, 195],
+    ],
+    dtype=np.float32,
+)
+
+
+def label_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Blends a label map over a grayscale image; returns uint8 RGB ``[H, W, 3]``.
+
+    Args:
+        image: grayscale ``[H, W]``, any range (min-max scaled here).
+        labels: integer labels ``[H, W]``; label 0 and labels beyond the palette stay uncoloured.
+        alpha: opacity of the label colours.
+    """
+    img = image.astype(np.float32)
+    img = (img - img.min()) / max(float(img.max() - img.min()), 1e-6) * 255.0
+    rgb = np.repeat(img[..., None], 3, axis=-1)
+    lab = labels.astype(np.int64)
+    coloured = (lab > 0) & (lab < len(_PALETTE))
+    colours = _PALETTE[np.clip(lab, 0, len(_PALETTE) - 1)]
+    rgb[coloured] = (1 - alpha) * rgb[coloured] + alpha * colours[coloured]
+    return rgb.clip(0, 255).astype(np.uint8)
+
+
+class StoreRunConfig(pl.Callback):
+    """Stores the resolved run config (and the W&B run id, for resuming the same run) inside
+    every checkpoint, so that ``eval.py ckpt_path=...`` can rebuild model and dataset."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint["octseg_config"] = self.config
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                checkpoint["wandb_run_id"] = logger.version
+
+
+class LogPredictionOverlays(pl.Callback):
+    """Every ``every_n_epochs`` validation epochs, logs image / ground truth / prediction
+    overlays of the first validation batch to every logger that can show images (W&B,
+    TensorBoard)."""
+
+    def __init__(self, every_n_epochs: int = 5, max_images: int = 4) -> None:
+        self.every_n_epochs = every_n_epochs
+        self.max_images = max_images
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: dict[str, Any],
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if self.every_n_epochs <= 0 or trainer.current_epoch % self.every_n_epochs != 0:
+            return
+        with torch.no_grad():
+            pred = pl_module(batch["image"][: self.max_images]).logits.argmax(1).cpu().numpy()
+        images = batch["image"][: self.max_images, 0].float().cpu().numpy()
+        masks = batch["mask"][: self.max_images].cpu().numpy()
+        panels = []
+        for img, gt, pr, (h, w) in zip(images, masks, pred, batch["orig_hw"].tolist()):
+            gt = np.where(gt == getattr(trainer.datamodule, "ignore_index", 255), 0, gt)
+            row = [label_overlay(img, np.zeros_like(gt)), label_overlay(img, gt), label_overlay(img, pr)]
+            panels.append(np.concatenate([p[:h, :w] for p in row], axis=1))
+        captions = [f"{cid}: image | ground truth | prediction" for cid in batch["case_id"]]
+        for logger in trainer.loggers:
+            name = type(logger).__name__
+            if name == "WandbLogger":
+                logger.log_image(key="val/overlays", images=panels, caption=captions[: len(panels)],
+                                 step=trainer.global_step)
+            elif name == "TensorBoardLogger":
+                for i, panel in enumerate(panels):
+                    logger.experiment.add_image(f"val/overlay_{i}", panel, trainer.global_step,
+                                                dataformats="HWC")

@@ -1,0 +1,33 @@
+"""OmegaConf resolvers used by OCTSeg's configs (registered by train.py, eval.py and tests)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from omegaconf import OmegaConf
+
+__all__ = ["register_resolvers", "inverse_sqrt_weights"]
+
+
+def inverse_sqrt_weights(frequencies: Sequence[float]) -> list[float]:
+    """Class weights proportional to ``1/sqrt(frequency)``, normalised to mean 1.
+
+    Raises:
+        ValueError: if a frequency is not positive (say which class and how to fix it).
+    """
+    freqs = [float(f) for f in frequencies]
+    for i, f in enumerate(freqs):
+        if f <= 0:
+            raise ValueError(
+                f"dataset.class_frequencies[{i}] = {f}; class weights need positive frequencies."
+            )
+    raw = [1.0 / math.sqrt(f) for f in freqs]
+    mean = sum(raw) / len(raw)
+    return [w / mean for w in raw]
+
+
+def register_resolvers() -> None:
+    """Registers ``${inv_sqrt:list}``; safe to call more than once."""
+    if not OmegaConf.has_resolver("inv_sqrt"):
+        OmegaConf.register_new_resolver("inv_sqrt", inverse_sqrt_weights)
