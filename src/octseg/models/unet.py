@@ -1,48 +1,71 @@
-"""Provisional standard U-Net (Ronneberger et al., MICCAI 2015); replaced by the Y-Net-code
-baseline in the models wave."""
+"""U-Net baseline as shipped with the Y-Net code.
+
+Ronneberger O., Fischer P., Brox T., "U-Net: Convolutional Networks for Biomedical Image
+Segmentation", MICCAI 2015, arXiv:1505.04597. The configuration is the ``UNet`` class of the
+official Y-Net repository (``azadef/ynet``, ``networks.py``, Apache-2.0), which Farshad et al.
+(MICCAI 2022) report as their U-Net baseline: four 2x2 max-poolings, 32-64-128-256 encoder
+features and a 512-channel bottleneck, ``(conv3x3 -> BN -> ReLU) x 2`` blocks without conv
+bias, 2x2 transposed-convolution upsampling, a 1x1 classifier. 7,762,729 parameters at 1 input
+channel and 9 classes, as in the official code (checked by ``tests/models/test_param_counts.py``).
+
+Deviations from the official code:
+
+* returns raw logits; the official ``Softmax2d`` output (then fed to a cross-entropy that applies
+  softmax again) is dropped, losses apply softmax themselves;
+* ``in_channels`` and ``num_classes`` are named as in the rest of OCTSeg.
+
+Input: any ``H x W`` through :class:`~octseg.models.wrappers.PadToDivisor` (the net itself needs
+multiples of 16).
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from octseg.models.blocks.conv import DoubleConv, UpConcat
+
 __all__ = ["UNet"]
 
 
-def _double_conv(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
-
-
 class UNet(nn.Module):
-    """U-Net with four poolings. ``(B, C_in, H, W) -> (B, K, H, W)`` raw logits."""
+    """Four-level U-Net of the Y-Net code base.
+
+    Args:
+        in_channels: image channels (1 for OCT).
+        num_classes: output classes, background included.
+        init_features: channels of the first level; level ``i`` has ``init_features * 2**i``.
+
+    Examples::
+
+        >>> net = UNet(in_channels=1, num_classes=9)
+        >>> net(torch.zeros(2, 1, 64, 96)).shape
+        torch.Size([2, 9, 64, 96])
+    """
 
     size_divisor = 16
     requires_square = False
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, base_channels: int = 32) -> None:
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, init_features: int = 32) -> None:
         super().__init__()
-        c = [base_channels * 2**i for i in range(5)]
+        f = [init_features * 2**i for i in range(5)]
         self.encoders = nn.ModuleList(
-            [_double_conv(in_channels, c[0])] + [_double_conv(c[i], c[i + 1]) for i in range(4)]
+            [DoubleConv(in_channels, f[0])] + [DoubleConv(f[i], f[i + 1]) for i in range(3)]
         )
-        self.ups = nn.ModuleList([nn.ConvTranspose2d(c[i + 1], c[i], 2, stride=2) for i in range(4)])
-        self.decoders = nn.ModuleList([_double_conv(2 * c[i], c[i]) for i in range(4)])
-        self.head = nn.Conv2d(c[0], num_classes, 1)
-        self.pool = nn.MaxPool2d(2)
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.bottleneck = DoubleConv(f[3], f[4])
+        # decoders[i] produces level i from level i + 1 and the level-i skip.
+        self.decoders = nn.ModuleList([UpConcat(f[i + 1], f[i], f[i], f[i]) for i in range(4)])
+        self.head = nn.Conv2d(f[0], num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C_in, H, W) -> (B, K, H, W)`` raw logits; H and W multiples of 16."""
         skips = []
-        for i, enc in enumerate(self.encoders):
-            x = enc(x if i == 0 else self.pool(x))
+        for encoder in self.encoders:
+            x = encoder(x)
             skips.append(x)
-        x = skips.pop()
-        for i in reversed(range(4)):
-            x = self.decoders[i](torch.cat([skips[i], self.ups[i](x)], dim=1))
+            x = self.pool(x)
+        x = self.bottleneck(x)
+        for level in reversed(range(4)):
+            x = self.decoders[level](x, skips[level])
         return self.head(x)
