@@ -1,0 +1,158 @@
+"""Shared pieces of the metric families: the per-batch context, the family interface and the
+aggregation helpers (per-scan means and per-volume pooling)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = [
+    "SuiteSpec",
+    "BatchContext",
+    "MetricFamily",
+    "volume_sum",
+    "volume_mean",
+    "nanmean0",
+    "named",
+]
+
+
+@dataclass
+class SuiteSpec:
+    """Static settings every family reads (built once by :class:`MetricSuite`)."""
+
+    num_classes: int
+    class_names: list[str]
+    ignore_index: int | None
+    axial_um: float
+    lateral_um: float
+    bscan_spacing_um: float | None
+    reported_classes: list[int]  # classes averaged into the headline means
+    empty_value: float
+    anatomy: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class BatchContext:
+    """One update's inputs plus lazily computed intermediates shared between families."""
+
+    def __init__(
+        self,
+        spec: SuiteSpec,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        volume_index: torch.Tensor,
+        probs: torch.Tensor | None,
+    ) -> None:
+        self.spec = spec
+        self.pred = pred
+        self.target = target
+        self.volume_index = volume_index
+        self.probs = probs
+        self.cache: dict[str, Any] = {}
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.target.shape[0])
+
+    def ranks(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(rank_pred, rank_true, column_defined)`` (see ``surfaces.label_ranks``), once."""
+        if "ranks" not in self.cache:
+            from octseg.metrics.surfaces import label_ranks
+
+            ordered = self.spec.anatomy["ordered_labels"]
+            rank_true, defined = label_ranks(self.target, ordered)
+            rank_pred, _ = label_ranks(self.pred, ordered)
+            self.cache["ranks"] = (rank_pred, rank_true, defined)
+        return self.cache["ranks"]
+
+    def surfaces(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(z_pred, z_true, column_defined)`` surface rows ``[B, S, W]``, computed once."""
+        if "surfaces" not in self.cache:
+            from octseg.metrics.surfaces import surfaces_from_ranks
+
+            rank_pred, rank_true, defined = self.ranks()
+            regions = len(self.spec.anatomy["ordered_labels"])
+            self.cache["surfaces"] = (
+                surfaces_from_ranks(rank_pred, regions),
+                surfaces_from_ranks(rank_true, regions),
+                defined,
+            )
+        return self.cache["surfaces"]
+
+
+class MetricFamily:
+    """Interface of one family of metrics inside a :class:`MetricSuite`.
+
+    ``row_states`` maps a state name to the trailing shape of its per-image rows (concatenated
+    over batches, ``dist_reduce_fx="cat"``); ``sum_states`` maps a state name to the shape of an
+    accumulator summed over batches and processes (``dist_reduce_fx="sum"``).
+    """
+
+    name: str = ""
+
+    def __init__(self, spec: SuiteSpec) -> None:
+        self.spec = spec
+
+    def row_states(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def sum_states(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def update(self, ctx: BatchContext) -> dict[str, torch.Tensor]:
+        """Returns the new rows ``[B, ...]`` of each row state and increments of sum states."""
+        raise NotImplementedError
+
+    def compute(self, states: dict[str, torch.Tensor], volume: torch.Tensor) -> dict[str, Any]:
+        """Flat ``{key: scalar tensor}`` aggregates from the accumulated states."""
+        raise NotImplementedError
+
+    def per_scan(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-scan values ``{name: [N, C]}`` for reports (default: none)."""
+        return {}
+
+
+def volume_sum(rows: torch.Tensor, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums rows ``[N, ...]`` per volume id ``[N]``; returns ``(sums [V, ...], ids [V])``."""
+    ids, inverse = torch.unique(volume, return_inverse=True)
+    out = torch.zeros((len(ids), *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+    if rows.numel():
+        out.index_add_(0, inverse, rows)
+    return out, ids
+
+
+def volume_mean(rows: torch.Tensor, volume: torch.Tensor) -> torch.Tensor:
+    """NaN-ignoring mean of rows ``[N, C]`` per volume: ``[V, C]`` (NaN where all are NaN)."""
+    finite = ~torch.isnan(rows)
+    sums, _ = volume_sum(torch.where(finite, rows, torch.zeros_like(rows)), volume)
+    counts, _ = volume_sum(finite.to(rows.dtype), volume)
+    return sums / counts  # 0/0 -> NaN
+
+
+def nanmean0(x: torch.Tensor) -> torch.Tensor:
+    """NaN-ignoring mean over dim 0 (NaN for an empty or all-NaN column)."""
+    if x.shape[0] == 0:
+        return torch.full(x.shape[1:], float("nan"), dtype=x.dtype, device=x.device)
+    return torch.nanmean(x, dim=0)
+
+
+def named(
+    prefix: str, values: torch.Tensor, names: Sequence[str], mean_over: Sequence[int] | None = None
+) -> dict[str, torch.Tensor]:
+    """``{prefix/<name>: v}`` per entry plus ``{prefix: nanmean over mean_over}``.
+
+    Args:
+        prefix: key prefix, e.g. ``"dice"`` or ``"volume/dice"``.
+        values: ``[C]`` per-entry values.
+        names: one name per entry.
+        mean_over: entries averaged into the headline value (all when None).
+    """
+    out = {f"{prefix}/{n}": values[i] for i, n in enumerate(names)}
+    idx = list(range(len(names))) if mean_over is None else list(mean_over)
+    sel = values[idx] if idx else values.new_full((1,), float("nan"))
+    out[prefix] = torch.nanmean(sel) if sel.numel() else values.new_tensor(float("nan"))
+    return out

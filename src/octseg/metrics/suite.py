@@ -1,0 +1,264 @@
+"""``MetricSuite``: every OCT segmentation metric family behind one torchmetrics ``Metric``.
+
+Each family keeps per-image rows (``dist_reduce_fx="cat"``) and/or summed accumulators
+(``dist_reduce_fx="sum"``) as tensor states, so one pass over the data gives per-scan,
+per-volume and dataset values, and DDP synchronises them. ``compute()`` returns a flat
+``{key: scalar tensor}`` dict (``dice``, ``dice/<class>``, ``volume/dice``, ``mad_um/<surface>``,
+...); :meth:`MetricSuite.per_scan` returns the per-scan tables used by reports.
+
+Example::
+
+    suite = MetricSuite(metrics=["overlap", "boundary"], num_classes=10, class_names=names,
+                        spacing_um=[3.87, 11.3], anatomy=anatomy)
+    suite.update(logits, target, volume_index)
+    scores = suite.compute()        # {"dice": ..., "dice/RNFL": ..., "mad_um": ..., ...}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torchmetrics import Metric
+
+from octseg.metrics._base import BatchContext, MetricFamily, SuiteSpec
+from octseg.metrics.overlap import as_label_map
+
+__all__ = ["MetricSuite", "FAMILIES", "family_registry"]
+
+log = logging.getLogger(__name__)
+
+#: Metric family names accepted by ``MetricSuite(metrics=...)``.
+FAMILIES: tuple[str, ...] = (
+    "overlap",
+    "boundary",
+    "thickness",
+    "topology",
+    "distance",
+    "probabilistic",
+    "fluid",
+    "cvi",
+)
+
+
+def family_registry() -> dict[str, type[MetricFamily]]:
+    """Maps each family name to its class (imported lazily to keep imports cheap)."""
+    from octseg.metrics.families import (
+        BoundaryFamily,
+        OverlapFamily,
+        ThicknessFamily,
+        TopologyFamily,
+    )
+
+    registry: dict[str, type[MetricFamily]] = {
+        "overlap": OverlapFamily,
+        "boundary": BoundaryFamily,
+        "thickness": ThicknessFamily,
+        "topology": TopologyFamily,
+    }
+    try:
+        from octseg.metrics.distances import DistanceFamily
+
+        registry["distance"] = DistanceFamily
+    except ImportError:  # pragma: no cover - module always present once written
+        pass
+    try:
+        from octseg.metrics.probabilistic import ProbabilisticFamily
+
+        registry["probabilistic"] = ProbabilisticFamily
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from octseg.metrics.biomarkers import CVIFamily, FluidFamily
+
+        registry["fluid"] = FluidFamily
+        registry["cvi"] = CVIFamily
+    except ImportError:  # pragma: no cover
+        pass
+    return registry
+
+
+class MetricSuite(Metric):
+    """A configurable set of metric families accumulated over batches.
+
+    Args:
+        metrics: family names, any of :data:`FAMILIES`.
+        num_classes: number of classes ``K``.
+        class_names: one name per class (default ``class_<i>``); used in keys.
+        ignore_index: target label of unannotated pixels (not counted anywhere), or None.
+        spacing_um: ``[axial, lateral]`` pixel spacing in micrometres.
+        anatomy: ``{ordered_labels, surface_names, layer_labels, fluid_labels}`` and optionally
+            ``choroid_labels``/``lumen_labels`` (see docs/metrics.md); needed by the
+            boundary, thickness, topology, fluid and cvi families.
+        include_background: whether the background labels enter the headline means (per-class
+            keys are reported for every class regardless, except for distances).
+        background_labels: labels treated as background (default ``[0]``).
+        bscan_spacing_um: distance between B-scans, for fluid volumes in mm^3 (None: no volume).
+        empty_value: value of an overlap score whose denominator is zero (a class absent from
+            both masks): NaN (default, excluded from means) or e.g. 1.0.
+        preds_are_probabilities: float ``preds`` are probabilities instead of logits (matters
+            for the probabilistic family only).
+        options: per-family options, e.g. ``{"distance": {"exclude_border": True}}``.
+
+    Raises:
+        ValueError: on unknown family names, inconsistent class names or spacing.
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = None
+
+    def __init__(
+        self,
+        metrics: Sequence[str] = ("overlap",),
+        num_classes: int = 2,
+        class_names: Sequence[str] | None = None,
+        ignore_index: int | None = 255,
+        spacing_um: Sequence[float] = (1.0, 1.0),
+        anatomy: Mapping[str, Any] | None = None,
+        include_background: bool = False,
+        background_labels: Sequence[int] | None = None,
+        bscan_spacing_um: float | None = None,
+        empty_value: float = float("nan"),
+        preds_are_probabilities: bool = False,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        registry = family_registry()
+        unknown = [m for m in metrics if m not in registry]
+        if unknown:
+            raise ValueError(
+                f"Unknown metric families {unknown}; choose from {sorted(registry)} "
+                "(conf/metrics/*.yaml, key metrics)."
+            )
+        names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
+        if len(names) != num_classes:
+            raise ValueError(
+                f"class_names has {len(names)} entries but num_classes={num_classes}; they must "
+                "match (dataset config keys class_names and num_classes)."
+            )
+        if len(spacing_um) != 2 or min(float(s) for s in spacing_um) <= 0:
+            raise ValueError(
+                f"spacing_um must be [axial, lateral] positive micrometres, got {spacing_um!r}."
+            )
+        background = [0] if background_labels is None else [int(b) for b in background_labels]
+        reported = [
+            c for c in range(num_classes) if include_background or c not in set(background)
+        ]
+        self.spec = SuiteSpec(
+            num_classes=int(num_classes),
+            class_names=[str(n) for n in names],
+            ignore_index=None if ignore_index is None else int(ignore_index),
+            axial_um=float(spacing_um[0]),
+            lateral_um=float(spacing_um[1]),
+            bscan_spacing_um=None if bscan_spacing_um is None else float(bscan_spacing_um),
+            reported_classes=reported,
+            empty_value=float(empty_value),
+            anatomy=dict(anatomy or {}),
+            options={k: dict(v) for k, v in (options or {}).items()},
+        )
+        self.preds_are_probabilities = preds_are_probabilities
+        self.family_names = list(dict.fromkeys(metrics))
+        self.families: dict[str, MetricFamily] = {
+            name: registry[name](self.spec) for name in self.family_names
+        }
+        self.add_state("volume_index", default=torch.zeros(0, dtype=torch.long),
+                       dist_reduce_fx="cat")
+        self._row_names: list[str] = []
+        self._sum_names: list[str] = []
+        for fam_name, family in self.families.items():
+            for state, shape in family.row_states().items():
+                key = f"{fam_name}__{state}"
+                self.add_state(key, default=torch.zeros((0, *shape), dtype=torch.float64),
+                               dist_reduce_fx="cat")
+                self._row_names.append(key)
+            for state, shape in family.sum_states().items():
+                key = f"{fam_name}__{state}"
+                self.add_state(key, default=torch.zeros(shape, dtype=torch.float64),
+                               dist_reduce_fx="sum")
+                self._sum_names.append(key)
+
+    @property
+    def needs_probabilities(self) -> bool:
+        """Whether a family of this suite reads class probabilities."""
+        return "probabilistic" in self.families
+
+    def update(
+        self,
+        preds: torch.Tensor,
+        target: torch.Tensor,
+        volume_index: torch.Tensor | None = None,
+        probs: torch.Tensor | None = None,
+    ) -> None:
+        """Accumulates one batch.
+
+        Args:
+            preds: logits ``[B, K, H, W]`` (float) or labels ``[B, H, W]`` (int).
+            target: labels ``[B, H, W]`` with ``ignore_index`` where unannotated.
+            volume_index: ``[B]`` integer volume id per image; None puts every image in
+                volume -1 (``volume/`` keys then pool the whole set).
+            probs: class probabilities ``[B, K, H, W]``; derived from float ``preds`` (softmax
+                unless ``preds_are_probabilities``) when None.
+
+        Raises:
+            ValueError: on shape mismatches.
+        """
+        if target.ndim != 3:
+            raise ValueError(f"target must be [B, H, W] labels, got shape {tuple(target.shape)}.")
+        if preds.ndim == 4 and preds.shape[1] != self.spec.num_classes:
+            raise ValueError(
+                f"preds has {preds.shape[1]} channels but num_classes={self.spec.num_classes}."
+            )
+        if probs is None and preds.ndim == 4 and self.needs_probabilities:
+            probs = preds.float() if self.preds_are_probabilities else preds.float().softmax(1)
+        labels = as_label_map(preds)
+        if labels.shape != target.shape:
+            raise ValueError(
+                f"preds {tuple(labels.shape)} and target {tuple(target.shape)} must have the same "
+                "[B, H, W] size."
+            )
+        batch = target.shape[0]
+        if volume_index is None:
+            volume_index = torch.full((batch,), -1, dtype=torch.long, device=target.device)
+        volume_index = torch.as_tensor(volume_index, device=self.volume_index.device).long()
+        if volume_index.shape != (batch,):
+            raise ValueError(
+                f"volume_index must have shape [{batch}], got {tuple(volume_index.shape)}."
+            )
+        ctx = BatchContext(self.spec, labels, target.long(), volume_index, probs)
+        self.volume_index = torch.cat([self.volume_index, volume_index])
+        for fam_name, family in self.families.items():
+            for state, value in family.update(ctx).items():
+                key = f"{fam_name}__{state}"
+                current = getattr(self, key)
+                value = value.to(device=current.device, dtype=current.dtype)
+                if key in self._sum_names:
+                    setattr(self, key, current + value)
+                else:
+                    setattr(self, key, torch.cat([current, value]))
+
+    def _family_states(self, fam_name: str) -> dict[str, torch.Tensor]:
+        prefix = f"{fam_name}__"
+        return {
+            key[len(prefix):]: getattr(self, key)
+            for key in self._row_names + self._sum_names
+            if key.startswith(prefix)
+        }
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """Flat ``{key: scalar tensor}`` aggregates of every family (NaN where undefined)."""
+        out: dict[str, torch.Tensor] = {}
+        for fam_name, family in self.families.items():
+            for key, value in family.compute(self._family_states(fam_name), self.volume_index).items():
+                out[key] = torch.as_tensor(value, dtype=torch.float32)
+        return out
+
+    def per_scan(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Per-scan values ``{family: {name: [N, C]}}`` in update order (this process only)."""
+        return {
+            fam_name: family.per_scan(self._family_states(fam_name))
+            for fam_name, family in self.families.items()
+        }
