@@ -34,7 +34,7 @@ class UNet(nn.Module):
     Args:
         in_channels: image channels (1 for OCT).
         num_classes: output classes, background included.
-        init_features: channels of the first level; level ``i`` has ``init_features * 2**i``.
+        base_channels: channels of the first level; level ``i`` has ``base_channels * 2**i``.
 
     Examples::
 
@@ -46,9 +46,11 @@ class UNet(nn.Module):
     size_divisor = 16
     requires_square = False
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, init_features: int = 32) -> None:
+    def __init__(
+        self, in_channels: int = 1, num_classes: int = 10, base_channels: int = 32
+    ) -> None:
         super().__init__()
-        f = [init_features * 2**i for i in range(5)]
+        f = [base_channels * 2**i for i in range(5)]
         self.encoders = nn.ModuleList(
             [DoubleConv(in_channels, f[0])] + [DoubleConv(f[i], f[i + 1]) for i in range(3)]
         )

@@ -4,7 +4,7 @@ Farshad A., Yeganeh Y., Gehlbach P., Navab N., "Y-Net: A Spatiospectral Dual-Enc
 for Medical Image Segmentation", MICCAI 2022, arXiv:2204.07613. Official code: ``azadef/ynet``
 (Apache-2.0), class ``YNet_general``; this file is written from the paper and a reading of it.
 
-Structure (``init_features`` f = 32): a spatial encoder of four ``(conv3x3-BN-ReLU) x 2`` blocks
+Structure (``base_channels`` f = 32): a spatial encoder of four ``(conv3x3-BN-ReLU) x 2`` blocks
 (f, 2f, 4f, 4f) with max-pooling; a spectral encoder of four 1x1 :class:`FFCBNAct` stages with
 the same widths, half of the channels global (``ratio_in`` 0.5), or, with ``ffc=False``, a
 second spatial encoder; the two 1/16-resolution maps are merged (8f channels) into a 16f
@@ -56,7 +56,7 @@ class YNet(nn.Module):
     Args:
         in_channels: image channels (1 for OCT).
         num_classes: output classes, background included.
-        init_features: width ``f`` of the first level.
+        base_channels: width ``f`` of the first level.
         ratio_in: share of global (spectral) channels in the FFC stages, in ``(0, 1)``.
         ffc: spectral FFC encoder (``True``, the paper's Y-Net) or a second spatial encoder.
         skip_ffc: also pass the second encoder's features through the skip connections.
@@ -80,7 +80,7 @@ class YNet(nn.Module):
         self,
         in_channels: int = 1,
         num_classes: int = 10,
-        init_features: int = 32,
+        base_channels: int = 32,
         ratio_in: float = 0.5,
         ffc: bool = True,
         skip_ffc: bool = False,
@@ -97,7 +97,7 @@ class YNet(nn.Module):
         self.ffc = ffc
         self.skip_ffc = skip_ffc
         self.merge = merge
-        f = init_features
+        f = base_channels
         widths = [f, 2 * f, 4 * f, 4 * f]
         ins = [in_channels] + widths[:-1]
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
@@ -105,8 +105,13 @@ class YNet(nn.Module):
         if ffc:
             self.spectral = nn.ModuleList(
                 [
-                    FFCBNAct(i, o, kernel_size=1, ratio_gin=0.0 if k == 0 else ratio_in,
-                             ratio_gout=ratio_in)
+                    FFCBNAct(
+                        i,
+                        o,
+                        kernel_size=1,
+                        ratio_gin=0.0 if k == 0 else ratio_in,
+                        ratio_gout=ratio_in,
+                    )
                     for k, (i, o) in enumerate(zip(ins, widths))
                 ]
             )

@@ -8,7 +8,13 @@
 from __future__ import annotations
 
 from octseg.models.blocks.conv import DoubleConv, UpConcat
-from octseg.models.blocks.ffc import FFC, FFCBNAct, FourierUnit, SpectralTransform, merge_local_global
+from octseg.models.blocks.ffc import (
+    FFC,
+    FFCBNAct,
+    FourierUnit,
+    SpectralTransform,
+    merge_local_global,
+)
 
 __all__ = [
     "DoubleConv",

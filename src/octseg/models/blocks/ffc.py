@@ -184,7 +184,13 @@ class FFC(nn.Module):
             if cin == 0 or cout == 0:
                 return None
             return nn.Conv2d(
-                cin, cout, kernel_size, stride, padding, dilation, bias=bias,
+                cin,
+                cout,
+                kernel_size,
+                stride,
+                padding,
+                dilation,
+                bias=bias,
                 padding_mode=padding_mode,
             )
 
