@@ -44,40 +44,27 @@ FAMILIES: tuple[str, ...] = (
 
 
 def family_registry() -> dict[str, type[MetricFamily]]:
-    """Maps each family name to its class (imported lazily to keep imports cheap)."""
+    """Maps each family name in :data:`FAMILIES` to its class."""
+    from octseg.metrics.biomarkers import CVIFamily, FluidFamily
+    from octseg.metrics.distances import DistanceFamily
     from octseg.metrics.families import (
         BoundaryFamily,
         OverlapFamily,
         ThicknessFamily,
         TopologyFamily,
     )
+    from octseg.metrics.probabilistic import ProbabilisticFamily
 
-    registry: dict[str, type[MetricFamily]] = {
+    return {
         "overlap": OverlapFamily,
         "boundary": BoundaryFamily,
         "thickness": ThicknessFamily,
         "topology": TopologyFamily,
+        "distance": DistanceFamily,
+        "probabilistic": ProbabilisticFamily,
+        "fluid": FluidFamily,
+        "cvi": CVIFamily,
     }
-    try:
-        from octseg.metrics.distances import DistanceFamily
-
-        registry["distance"] = DistanceFamily
-    except ImportError:  # pragma: no cover - module always present once written
-        pass
-    try:
-        from octseg.metrics.probabilistic import ProbabilisticFamily
-
-        registry["probabilistic"] = ProbabilisticFamily
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from octseg.metrics.biomarkers import CVIFamily, FluidFamily
-
-        registry["fluid"] = FluidFamily
-        registry["cvi"] = CVIFamily
-    except ImportError:  # pragma: no cover
-        pass
-    return registry
 
 
 class MetricSuite(Metric):
