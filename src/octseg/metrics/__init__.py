@@ -4,6 +4,21 @@ topology, surface-distance, probabilistic, fluid and choroid metrics (see docs/m
 from __future__ import annotations
 
 from octseg.metrics.overlap import compute_overlap_scores, confusion_counts
+from octseg.metrics.evaluation import (
+    EvaluationResult,
+    ScanPrediction,
+    evaluate_label_maps,
+    load_prediction_folders,
+)
 from octseg.metrics.suite import FAMILIES, MetricSuite
 
-__all__ = ["MetricSuite", "FAMILIES", "confusion_counts", "compute_overlap_scores"]
+__all__ = [
+    "MetricSuite",
+    "FAMILIES",
+    "confusion_counts",
+    "compute_overlap_scores",
+    "ScanPrediction",
+    "EvaluationResult",
+    "evaluate_label_maps",
+    "load_prediction_folders",
+]

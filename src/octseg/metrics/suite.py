@@ -243,6 +243,28 @@ class MetricSuite(Metric):
                 out[key] = torch.as_tensor(value, dtype=torch.float32)
         return out
 
+    def compute_subset(self, scans: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Aggregates over a subset of the accumulated scans (e.g. one volume's).
+
+        Families holding only summed states (probabilistic) cannot be split and are left out.
+
+        Args:
+            scans: bool mask ``[N]`` or indices into the scans in update order.
+
+        Returns:
+            Flat ``{key: scalar tensor}`` like :meth:`compute`, without ``volume/`` keys.
+        """
+        out: dict[str, torch.Tensor] = {}
+        volume = self.volume_index[scans]
+        for fam_name, family in self.families.items():
+            if family.sum_states():
+                continue
+            states = {k: v[scans] for k, v in self._family_states(fam_name).items()}
+            for key, value in family.compute(states, volume).items():
+                if not key.startswith("volume/"):
+                    out[key] = torch.as_tensor(value, dtype=torch.float32)
+        return out
+
     def per_scan(self) -> dict[str, dict[str, torch.Tensor]]:
         """Per-scan values ``{family: {name: [N, C]}}`` in update order (this process only)."""
         return {
