@@ -294,7 +294,7 @@ def evaluate_label_maps(
         case_ids.append(scan.case_id)
     dataset = {k: _float(v) for k, v in suite.compute().items()}
     volumes = {
-        name: {k: _float(v) for k, v in suite.compute_subset(suite.volume_index == idx).items()}
+        name: {k: _float(v) for k, v in suite.compute_subset(suite.volume_index_rows == idx).items()}
         for name, idx in volume_ids.items()
     }
     names = suite.spec.class_names

@@ -152,21 +152,47 @@ class MetricSuite(Metric):
         self.families: dict[str, MetricFamily] = {
             name: registry[name](self.spec) for name in self.family_names
         }
-        self.add_state("volume_index", default=torch.zeros(0, dtype=torch.long),
-                       dist_reduce_fx="cat")
-        self._row_names: list[str] = []
+        # Per-image rows are list states ("cat"): torchmetrics gathers lists of different
+        # lengths across processes (tensor states must have equal shapes on every rank).
+        self._row_shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {
+            "volume_index": ((), torch.long)
+        }
         self._sum_names: list[str] = []
+        self.add_state("volume_index", default=[], dist_reduce_fx="cat")
         for fam_name, family in self.families.items():
             for state, shape in family.row_states().items():
                 key = f"{fam_name}__{state}"
-                self.add_state(key, default=torch.zeros((0, *shape), dtype=torch.float64),
-                               dist_reduce_fx="cat")
-                self._row_names.append(key)
+                self.add_state(key, default=[], dist_reduce_fx="cat")
+                self._row_shapes[key] = (tuple(shape), torch.float64)
             for state, shape in family.sum_states().items():
                 key = f"{fam_name}__{state}"
                 self.add_state(key, default=torch.zeros(shape, dtype=torch.float64),
                                dist_reduce_fx="sum")
                 self._sum_names.append(key)
+
+    def _rows(self, key: str) -> torch.Tensor:
+        """The accumulated rows of a list state as one tensor ``[N, ...]``."""
+        value = getattr(self, key)
+        if isinstance(value, torch.Tensor):  # after a DDP sync torchmetrics stores the cat
+            return value
+        if not value:
+            shape, dtype = self._row_shapes[key]
+            return torch.zeros((0, *shape), dtype=dtype, device=self.device)
+        return torch.cat(value) if len(value) > 1 else value[0]
+
+    def _sync_dist(self, dist_sync_fn: Any = None, process_group: Any = None) -> None:
+        # A process that saw no batch holds empty lists; give them a correctly shaped empty
+        # tensor so that the all-gather matches the other processes' tensors.
+        for key in self._row_shapes:
+            value = getattr(self, key)
+            if isinstance(value, list) and not value:
+                value.append(self._rows(key))
+        super()._sync_dist(dist_sync_fn, process_group)
+
+    @property
+    def volume_index_rows(self) -> torch.Tensor:
+        """Volume id of every accumulated scan ``[N]`` (update order)."""
+        return self._rows("volume_index")
 
     @property
     def needs_probabilities(self) -> bool:
@@ -210,36 +236,35 @@ class MetricSuite(Metric):
         batch = target.shape[0]
         if volume_index is None:
             volume_index = torch.full((batch,), -1, dtype=torch.long, device=target.device)
-        volume_index = torch.as_tensor(volume_index, device=self.volume_index.device).long()
+        volume_index = torch.as_tensor(volume_index, device=target.device).long()
         if volume_index.shape != (batch,):
             raise ValueError(
                 f"volume_index must have shape [{batch}], got {tuple(volume_index.shape)}."
             )
         ctx = BatchContext(self.spec, labels, target.long(), volume_index, probs)
-        self.volume_index = torch.cat([self.volume_index, volume_index])
+        self.volume_index.append(volume_index)
         for fam_name, family in self.families.items():
             for state, value in family.update(ctx).items():
                 key = f"{fam_name}__{state}"
-                current = getattr(self, key)
-                value = value.to(device=current.device, dtype=current.dtype)
                 if key in self._sum_names:
-                    setattr(self, key, current + value)
+                    current = getattr(self, key)
+                    setattr(self, key, current + value.to(current.device, current.dtype))
                 else:
-                    setattr(self, key, torch.cat([current, value]))
+                    getattr(self, key).append(value.to(torch.float64))
 
     def _family_states(self, fam_name: str) -> dict[str, torch.Tensor]:
         prefix = f"{fam_name}__"
-        return {
-            key[len(prefix):]: getattr(self, key)
-            for key in self._row_names + self._sum_names
-            if key.startswith(prefix)
-        }
+        states = {k[len(prefix):]: self._rows(k) for k in self._row_shapes if k.startswith(prefix)}
+        states.update({k[len(prefix):]: getattr(self, k) for k in self._sum_names
+                       if k.startswith(prefix)})
+        return states
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Flat ``{key: scalar tensor}`` aggregates of every family (NaN where undefined)."""
         out: dict[str, torch.Tensor] = {}
         for fam_name, family in self.families.items():
-            for key, value in family.compute(self._family_states(fam_name), self.volume_index).items():
+            states = self._family_states(fam_name)
+            for key, value in family.compute(states, self.volume_index_rows).items():
                 out[key] = torch.as_tensor(value, dtype=torch.float32)
         return out
 
@@ -255,7 +280,7 @@ class MetricSuite(Metric):
             Flat ``{key: scalar tensor}`` like :meth:`compute`, without ``volume/`` keys.
         """
         out: dict[str, torch.Tensor] = {}
-        volume = self.volume_index[scans]
+        volume = self.volume_index_rows[scans]
         for fam_name, family in self.families.items():
             if family.sum_states():
                 continue
