@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -56,6 +57,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # ~30 s on a loaded 2-core machine (process spawn + imports)
 def test_two_processes_equal_one_process() -> None:
     logits, target, vol = _data()
     single = _suite()

@@ -48,19 +48,22 @@ def label_ranks(
         telling which columns hold at least one ordered pixel (other columns get rank 0).
     """
     device = labels.device
-    size = max(int(labels.max()) + 1 if labels.numel() else 1, max(ordered_labels) + 1)
-    lut = torch.full((size,), -1, dtype=torch.int32, device=device)
+    lo, hi = (int(v) for v in torch.aminmax(labels)) if labels.numel() else (0, 0)
+    if lo < 0:
+        raise ValueError(f"labels must be non-negative, got {lo}.")
+    lut = torch.full((max(hi + 1, max(ordered_labels) + 1),), -1, dtype=torch.int32,
+                     device=device)
     lut[torch.as_tensor(list(ordered_labels), device=device)] = torch.arange(
         len(ordered_labels), dtype=torch.int32, device=device
     )
-    # index_select on the flat map is several times faster than fancy indexing on CPU.
+    # index_select on the flat map is several times faster than fancy indexing on CPU, and
+    # min/max reductions over rows are ~8x faster than any/all on bool maps.
     rank = lut.index_select(0, labels.reshape(-1).long()).view(labels.shape)
-    known = rank >= 0
-    column_defined = known.any(dim=1)
-    if bool(known.all()):
+    column_defined = rank.amax(dim=1) >= 0
+    needs_fill = rank.amin(dim=1) < 0  # [B, W] columns holding unknown pixels
+    if not bool(needs_fill.any()):
         return rank, column_defined
     # Fill only the columns that hold unknown pixels (fluid is usually in a few columns).
-    needs_fill = (~known).any(dim=1)  # [B, W]
     cols = rank.transpose(1, 2)[needs_fill]  # [n, H] copies of those columns
     col_known = cols >= 0
     height = labels.shape[1]
@@ -87,9 +90,10 @@ def surfaces_from_ranks(rank: torch.Tensor, num_regions: int) -> torch.Tensor:
     ``(column, rank)`` pairs and a cumulative sum over ranks.
     """
     batch, _, width = rank.shape
-    column = torch.arange(batch * width, device=rank.device).view(batch, 1, width)
-    idx = (column * num_regions + rank).reshape(-1)
-    counts = torch.bincount(idx, minlength=batch * width * num_regions)
+    # int32 throughout: mixing int32 ranks with int64 offsets takes a slow promotion path.
+    offset = torch.arange(batch * width, dtype=torch.int32, device=rank.device) * num_regions
+    idx = rank.to(torch.int32) + offset.view(batch, 1, width)
+    counts = torch.bincount(idx.reshape(-1), minlength=batch * width * num_regions)
     counts = counts.view(batch, width, num_regions).cumsum(dim=-1)  # pixels with rank <= k
     return counts[..., : num_regions - 1].transpose(1, 2).contiguous()
 
