@@ -77,8 +77,11 @@ def render_grid(
     for index in range(n):
         image, labels = generate_bscan(seed, index, height, width, fluid_probability)
         pair = np.concatenate(
-            [np.repeat(image[..., None], 3, axis=2), np.full((height, 4, 3), 255, np.uint8),
-             overlay(image, labels)],  # fmt: skip
+            [
+                np.repeat(image[..., None], 3, axis=2),
+                np.full((height, 4, 3), 255, np.uint8),
+                overlay(image, labels),
+            ],  # fmt: skip
             axis=1,
         )
         if scale != 1.0:
@@ -99,11 +102,15 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--fluid-probability", type=float, default=0.6)
     parser.add_argument("--scale", type=float, default=0.5, help="resize factor of the PNG")
+    parser.add_argument("--no-palette", dest="palette", action="store_false",
+                        help="save full RGB instead of a 256-colour palette")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     grid = render_grid(
         args.n, args.seed, args.height, args.width, args.fluid_probability, args.scale
     )
+    if args.palette:  # 256-colour palette: a third of the RGB file size, little visible loss
+        grid = grid.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     buffer = io.BytesIO()
     grid.save(buffer, format="PNG", optimize=True)
     atomic_write_bytes(args.out, buffer.getvalue())
