@@ -93,7 +93,9 @@ def test_fluid_displaces_layers() -> None:
     for index in range(8):
         swollen = generate_bscan_with_info(2, index, 248, 256, fluid_probability=1.0)
         normal = generate_bscan_with_info(2, index, 248, 256, fluid_probability=0.0)
-        extra = (swollen.surfaces[7] - swollen.surfaces[0]) - (normal.surfaces[7] - normal.surfaces[0])
+        extra = (swollen.surfaces[7] - swollen.surfaces[0]) - (
+            normal.surfaces[7] - normal.surfaces[0]
+        )
         fluid_per_column = (swollen.labels == FLUID_LABEL).sum(0)
         # Every fluid pixel was added to the retina (tissue kept), none painted over it.
         assert (extra >= fluid_per_column).all()
@@ -110,8 +112,12 @@ def test_intensity_ordering() -> None:
     for index in range(20):
         image, labels = generate_bscan(0, index, 248, 256, fluid_probability=1.0)
         for label in range(10):
-            means[index, label] = image[labels == label].mean() if (labels == label).any() else np.nan
-    rnfl, gcl, inl, opl, onl, ise, rpe, fluid = (np.nanmean(means[:, k]) for k in (1, 2, 3, 4, 5, 6, 7, 9))
+            means[index, label] = (
+                image[labels == label].mean() if (labels == label).any() else np.nan
+            )
+    rnfl, gcl, inl, opl, onl, ise, rpe, fluid = (
+        np.nanmean(means[:, k]) for k in (1, 2, 3, 4, 5, 6, 7, 9)
+    )
     vitreous = np.nanmean(means[:, 0])
     assert min(rnfl, rpe, ise) > max(inl, onl) + 30
     assert opl > onl and gcl > inl
@@ -130,9 +136,12 @@ def test_invalid_arguments_raise() -> None:
 
 
 def test_style_changes_appearance_only() -> None:
-    plain = generate_bscan_with_info(0, 1, 128, 160, style=SyntheticStyle(speckle=0.0, noise_std=0.0))
+    plain = generate_bscan_with_info(
+        0, 1, 128, 160, style=SyntheticStyle(speckle=0.0, noise_std=0.0)
+    )
     noisy = generate_bscan_with_info(0, 1, 128, 160)
     np.testing.assert_array_equal(plain.labels, noisy.labels)
+
     def roughness(image: np.ndarray) -> float:  # mean lateral pixel-to-pixel change
         return float(np.abs(np.diff(image.astype(np.float64), axis=1)).mean())
 
