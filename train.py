@@ -51,7 +51,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_model_dataset(model.net, cfg.dataset.in_channels, cfg.dataset.num_classes,
                         model_name=f"model.net <{cfg.model.net._target_}>")
 
-    callbacks = instantiate_callbacks(cfg.get("callbacks")) + [StoreRunConfig(resolved)]
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    callbacks = instantiate_callbacks(cfg.get("callbacks")) + [StoreRunConfig(resolved, overrides)]
     resume_wandb_run(cfg)
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
@@ -68,7 +69,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if not best or not Path(best).exists():
             log.warning("No best checkpoint found; testing the current weights.")
             best = None
-        trainer.test(model=model, datamodule=datamodule, ckpt_path=best, weights_only=False)
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=best, weights_only=False,
+                     verbose=False)
         metrics.update(model.test_results)
         if trainer.is_global_zero:
             print_metrics_table(metrics, list(cfg.dataset.class_names), stage="test")

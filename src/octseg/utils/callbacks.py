@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import OnExceptionCheckpoint
 
-__all__ = ["StoreRunConfig", "LogPredictionOverlays", "label_overlay"]
+__all__ = ["StoreRunConfig", "LogPredictionOverlays", "LastCheckpointOnException", "label_overlay"]
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +44,19 @@ def label_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) ->
 
 
 class StoreRunConfig(pl.Callback):
-    """Stores the resolved run config (and the W&B run id, for resuming the same run) inside
-    every checkpoint, so that ``eval.py ckpt_path=...`` can rebuild model and dataset."""
+    """Stores the resolved run config, the command-line overrides it was composed from, and the
+    W&B run id (to resume the same run) inside every checkpoint, so that
+    ``eval.py ckpt_path=...`` can rebuild model and dataset."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], overrides: list[str] | None = None) -> None:
         self.config = config
+        self.overrides = list(overrides or [])
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         checkpoint["octseg_config"] = self.config
+        checkpoint["octseg_overrides"] = self.overrides
         for logger in trainer.loggers:
             if type(logger).__name__ == "WandbLogger":
                 checkpoint["wandb_run_id"] = logger.version
@@ -99,3 +103,13 @@ class LogPredictionOverlays(pl.Callback):
                 for i, panel in enumerate(panels):
                     logger.experiment.add_image(f"val/overlay_{i}", panel, trainer.global_step,
                                                 dataformats="HWC")
+
+
+class LastCheckpointOnException(OnExceptionCheckpoint):
+    """Lightning's :class:`OnExceptionCheckpoint` writing ``last.ckpt`` on Ctrl-C or a crash,
+    without its teardown, which deletes the file after a normal end. Here the file is the same
+    ``last.ckpt`` that :class:`ModelCheckpoint` keeps, so it must survive: one resumable
+    checkpoint, whatever way training ended."""
+
+    def teardown(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        return None

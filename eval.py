@@ -1,0 +1,43 @@
+"""Evaluate a checkpoint on a test split, or prediction files made by any tool.
+
+    python eval.py ckpt_path=logs/train/runs/<run>/checkpoints/best.ckpt [dataset.split=kfold ...]
+    python eval.py pred_dir=DIR gt_dir=DIR num_classes=10 spacing=[3.87,11.3]
+    python eval.py pred_dir=DIR dataset=duke paths.data_dir=../shared/datasets
+
+Both modes write metrics.json, per_scan.csv, boundaries.csv and thickness.csv to the run
+directory (the same code produces them) and print a per-class table.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+os.environ.setdefault("OCTSEG_ROOT", str(Path(__file__).resolve().parent))
+
+import hydra
+from omegaconf import DictConfig
+
+from octseg.evaluate import evaluate_checkpoint, evaluate_folders
+from octseg.utils.resolvers import register_resolvers
+
+log = logging.getLogger("octseg.eval")
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    if bool(cfg.get("ckpt_path")) == bool(cfg.get("pred_dir")):
+        raise ValueError(
+            "eval.py needs exactly one of ckpt_path=<checkpoint> or pred_dir=<folder of label "
+            f"maps>; got ckpt_path={cfg.get('ckpt_path')!r}, pred_dir={cfg.get('pred_dir')!r}."
+        )
+    if cfg.get("ckpt_path"):
+        evaluate_checkpoint(cfg)
+    else:
+        evaluate_folders(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Every option of every config group composes, and the buildable ones instantiate."""
+
+from __future__ import annotations
+
+import hydra
+import pytest
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF_DIR
+
+
+def _options(group: str) -> list[str]:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        options = GlobalHydra.instance().config_loader().get_group_options(group)
+    GlobalHydra.instance().clear()
+    return sorted(options)
+
+
+GROUPS = ["model", "dataset", "metrics", "loss", "optimizer", "scheduler", "augmentation",
+          "trainer", "logger", "callbacks", "paths", "experiment", "hparams_search", "debug"]
+
+
+def test_every_group_has_options() -> None:
+    for group in GROUPS:
+        assert _options(group), f"conf/{group}/ has no options"
+
+
+@pytest.mark.parametrize("option", _options("model"))
+def test_model_options_instantiate(make_cfg, option: str) -> None:
+    cfg = make_cfg(f"model={option}")
+    module = hydra.utils.instantiate(cfg.model)
+    assert module.net is not None
+
+
+@pytest.mark.parametrize("group", ["loss", "optimizer", "scheduler", "metrics", "augmentation"])
+def test_component_options_instantiate(make_cfg, group: str) -> None:
+    for option in _options(group):
+        cfg = make_cfg(f"{group}={option}", "trainer.max_steps=100")
+        node = cfg.get(group)
+        if node is None or (OmegaConf.is_dict(node) and not node):
+            continue  # "none"-style options
+        obj = hydra.utils.instantiate(node)
+        assert obj is not None, f"{group}={option}"
+
+
+@pytest.mark.parametrize("option", _options("trainer"))
+def test_trainer_options_compose(make_cfg, option: str) -> None:
+    cfg = make_cfg(f"trainer={option}")
+    assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+    if option in ("cpu",):
+        trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
+        assert trainer.max_epochs == 1
+
+
+@pytest.mark.parametrize("option", _options("logger"))
+def test_logger_options_compose(make_cfg, option: str) -> None:
+    cfg = make_cfg(f"logger={option}")
+    names = set(cfg.logger or {})
+    if option != "none":
+        assert "csv" in names, "a CSV logger must always run alongside"
+    if option in ("default", "wandb", "many"):
+        assert cfg.logger.wandb.offline is True
+
+
+def test_callbacks_default_instantiates(make_cfg) -> None:
+    from octseg.utils.instantiators import instantiate_callbacks
+
+    cfg = make_cfg("callbacks=default")
+    names = {type(c).__name__ for c in instantiate_callbacks(cfg.callbacks)}
+    assert {"ModelCheckpoint", "EarlyStopping", "RichProgressBar", "LearningRateMonitor",
+            "LastCheckpointOnException", "LogPredictionOverlays"} <= names
+
+
+@pytest.mark.parametrize("group", ["debug", "experiment", "hparams_search", "paths", "dataset"])
+def test_global_options_compose(make_cfg, group: str) -> None:
+    for option in _options(group):
+        cfg = make_cfg(f"{group}={option}")
+        OmegaConf.to_container(cfg.model, resolve=True)  # every interpolation resolves
+        assert cfg.dataset.num_classes == cfg.model.net.num_classes
+
+
+def test_run_name_follows_model_dataset_seed(make_cfg) -> None:
+    cfg = make_cfg("model=unet", "seed=3")
+    assert cfg.run_name == "unet-synthetic-s3"
+    assert list(cfg.tags) == ["unet", "synthetic"]
