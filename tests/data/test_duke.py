@@ -9,12 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from duke_fixtures import H, write_release
 from PIL import Image
 
 from octseg.data.duke import DukeDataModule, detect_layout, load_duke_scans, load_split
 from octseg.data.duke_prepare import MARKER_NAME, prepare_duke
 from octseg.data.transforms import build_augmentation
+
+try:  # tests/ without __init__.py (pytest's default 'prepend' import mode)
+    from duke_fixtures import H, write_release
+except ImportError:  # tests/ as a package
+    from .duke_fixtures import H, write_release
 
 REPO = Path(__file__).resolve().parents[2]
 DUKE_EXPORT = REPO / ".." / "shared" / "datasets" / "duke_dme"
