@@ -1,0 +1,308 @@
+"""Model cost figures: parameters, FLOPs, CPU latency, peak memory; benchmarks by config name.
+
+Conventions (also in ``docs/benchmarks.md``):
+
+* **FLOPs** — ``torch.utils.flop_counter.FlopCounterMode`` on one forward pass: 2 FLOPs per
+  multiply-add of convolutions, matmuls and attention; elementwise ops, norms and FFTs are not
+  counted (FFTs of Y-Net's spectral encoder are O(N log N) and well under 1 % of its convolutions).
+* **Latency** — median wall time of ``repeats`` passes after ``warmup`` passes, per B-scan
+  (batch time / batch size), ``torch.inference_mode`` for forward-only, train mode with a
+  backward of ``logits.float().mean()`` for forward+backward.
+* **Peak memory** — growth of the process's resident set size (``/proc/self/statm``, polled every
+  millisecond by a thread) during one forward+backward pass at batch 1, measured first in a
+  fresh process (:func:`benchmark_models` runs one subprocess per model). CPU PyTorch has no
+  allocator statistics; RSS includes allocator caching and may miss spikes shorter than the
+  polling period, so treat it as the memory a training step needs, not an exact peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from octseg.models.base import as_seg_output
+from octseg.models.wrappers import PadToDivisor
+
+__all__ = [
+    "count_parameters",
+    "count_flops",
+    "time_forward",
+    "time_forward_backward",
+    "peak_rss_delta_mb",
+    "build_model_net",
+    "profile_model",
+    "benchmark_models",
+    "model_config_names",
+]
+
+log = logging.getLogger(__name__)
+
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+BSCAN_SHAPE = (1, 1, 496, 512)
+
+
+def count_parameters(net: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (BatchNorm affine included, running statistics excluded)."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)
+
+
+def count_flops(net: nn.Module, shape: Sequence[int] = BSCAN_SHAPE) -> int:
+    """FLOPs of one forward pass on zeros of ``shape`` (see the module docstring)."""
+    net = _padded(net).eval()
+    with torch.inference_mode(False), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros(*shape))
+    return int(counter.get_total_flops())
+
+
+def _padded(net: nn.Module) -> nn.Module:
+    return net if isinstance(net, PadToDivisor) else PadToDivisor(net)
+
+
+def _context(bf16: bool) -> Any:
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def _input(shape: Sequence[int], channels_last: bool) -> torch.Tensor:
+    x = torch.randn(*shape)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _prepare(net: nn.Module, channels_last: bool) -> nn.Module:
+    net = _padded(net)
+    return net.to(memory_format=torch.channels_last) if channels_last else net
+
+
+def time_forward(
+    net: nn.Module,
+    shape: Sequence[int] = BSCAN_SHAPE,
+    repeats: int = 5,
+    warmup: int = 1,
+    channels_last: bool = False,
+    bf16: bool = False,
+) -> float:
+    """Median forward time in ms per sample (eval mode, inference mode).
+
+    Args:
+        net: the network (wrapped in :class:`PadToDivisor` if it is not already).
+        shape: input ``[B, C, H, W]``.
+        repeats: timed passes.
+        warmup: untimed passes first.
+        channels_last: channels-last input and weights.
+        bf16: bfloat16 autocast.
+
+    Returns:
+        Milliseconds per sample.
+    """
+    net = _prepare(net, channels_last).eval()
+    x = _input(shape, channels_last)
+    times = []
+    with torch.inference_mode(), _context(bf16):
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            net(x)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times) / shape[0]
+
+
+def _train_step(net: nn.Module, x: torch.Tensor, bf16: bool) -> None:
+    net.zero_grad(set_to_none=True)
+    with _context(bf16):
+        out = as_seg_output(net(x))
+    out.logits.float().mean().backward()
+
+
+def time_forward_backward(
+    net: nn.Module,
+    shape: Sequence[int] = BSCAN_SHAPE,
+    repeats: int = 3,
+    warmup: int = 1,
+    channels_last: bool = False,
+    bf16: bool = False,
+) -> float:
+    """Median forward+backward time in ms per sample (train mode); arguments as
+    :func:`time_forward`."""
+    net = _prepare(net, channels_last).train()
+    x = _input(shape, channels_last)
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        _train_step(net, x, bf16)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times) / shape[0]
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_delta_mb(fn: Callable[[], object], interval_s: float = 0.001) -> float:
+    """Peak growth of the resident set size while ``fn`` runs, in MiB (Linux ``/proc``).
+
+    Raises:
+        OSError: where ``/proc/self/statm`` does not exist (not Linux).
+    """
+    before = _rss_bytes()
+    peak = before
+    done = threading.Event()
+
+    def poll() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _rss_bytes())
+            time.sleep(interval_s)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    peak = max(peak, _rss_bytes())
+    return (peak - before) / 2**20
+
+
+def model_config_names() -> list[str]:
+    """Names of every ``conf/model/*.yaml``."""
+    return sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+
+
+def build_model_net(name: str, dataset: str = "synthetic") -> nn.Module:
+    """Builds the ``net`` of ``conf/model/<name>.yaml`` as a run with ``dataset=<dataset>`` would.
+
+    Raises:
+        ValueError: if no such model config exists.
+    """
+    if name not in model_config_names():
+        raise ValueError(
+            f"No model config {name!r} in {CONF_DIR / 'model'}; available: {model_config_names()}."
+        )
+    import hydra
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from octseg.utils.resolvers import register_resolvers
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"model={name}", f"dataset={dataset}"])
+    return hydra.utils.instantiate(cfg.model.net)
+
+
+def profile_model(
+    name: str,
+    shape: Sequence[int] = BSCAN_SHAPE,
+    repeats: int = 3,
+    channels_last: bool = False,
+    bf16: bool = False,
+    memory: bool = True,
+) -> dict[str, Any]:
+    """All figures for one model config, measured in the current process (memory first).
+
+    Returns:
+        ``{"model", "params", "flops", "cpu_fwd_ms", "cpu_fwdbwd_ms", "peak_mem_mb", ...}``.
+    """
+    torch.manual_seed(0)
+    net = build_model_net(name)
+    row: dict[str, Any] = {"model": name, "params": count_parameters(net)}
+    padded = _prepare(net, channels_last).train()
+    x = _input((1, *shape[1:]), channels_last)
+    row["peak_mem_mb"] = (
+        round(peak_rss_delta_mb(lambda: _train_step(padded, x, bf16)), 1) if memory else None
+    )
+    row["flops"] = count_flops(net, shape)
+    row["cpu_fwd_ms"] = round(time_forward(net, shape, repeats, 1, channels_last, bf16), 1)
+    row["cpu_fwdbwd_ms"] = round(
+        time_forward_backward(net, shape, repeats, 1, channels_last, bf16), 1
+    )
+    row.update(
+        input_shape=list(shape),
+        threads=torch.get_num_threads(),
+        channels_last=channels_last,
+        bf16=bf16,
+    )
+    return row
+
+
+def benchmark_models(
+    names: Sequence[str] | str = "all",
+    shape: Sequence[int] = BSCAN_SHAPE,
+    repeats: int = 3,
+    channels_last: bool = False,
+    bf16: bool = False,
+    isolate: bool = True,
+) -> list[dict[str, Any]]:
+    """Profiles model configs by name (``"all"`` = every ``conf/model/*.yaml``).
+
+    Args:
+        names: config names or ``"all"``.
+        shape: input ``[B, C, H, W]`` (default one 496 x 512 B-scan).
+        repeats: timed passes per figure.
+        channels_last: channels-last memory format.
+        bf16: bfloat16 autocast.
+        isolate: one fresh subprocess per model, so that peak memory is not hidden by memory
+            the allocator kept from an earlier model.
+
+    Returns:
+        One dict per model (see :func:`profile_model`); a model that fails gets ``"error"``.
+    """
+    selected = model_config_names() if names == "all" else list(names)
+    rows = []
+    for name in selected:
+        log.info("Profiling model=%s", name)
+        if not isolate:
+            rows.append(profile_model(name, shape, repeats, channels_last, bf16))
+            continue
+        cmd = [
+            sys.executable,
+            "-m",
+            "octseg.utils.profiling",
+            "--model",
+            name,
+            "--shape",
+            *map(str, shape),
+            "--repeats",
+            str(repeats),
+        ]
+        cmd += ["--channels-last"] * channels_last + ["--bf16"] * bf16
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            rows.append({"model": name, "error": proc.stderr.strip().splitlines()[-1:]})
+            continue
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def _main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Profile one model config (JSON on stdout).")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--shape", type=int, nargs=4, default=list(BSCAN_SHAPE))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--bf16", action="store_true")
+    args = parser.parse_args(argv)
+    row = profile_model(args.model, args.shape, args.repeats, args.channels_last, args.bf16)
+    sys.stdout.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    _main()

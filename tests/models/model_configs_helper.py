@@ -1,0 +1,40 @@
+"""Builds the ``net`` node of any ``conf/model/*.yaml`` without composing the whole run config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import OmegaConf
+from torch import nn
+
+MODEL_CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
+
+# Dataset metadata the model configs interpolate (the synthetic dataset's shape: 1 channel,
+# 10 classes; Duke's spacing).
+DATASET_STUB = {
+    "name": "stub",
+    "in_channels": 1,
+    "num_classes": 10,
+    "ignore_index": 255,
+    "spacing_um": [3.87, 11.3],
+}
+
+
+def model_config_names() -> list[str]:
+    """Every model config in ``conf/model``."""
+    return sorted(p.stem for p in MODEL_CONF_DIR.glob("*.yaml"))
+
+
+def build_net(name: str, **overrides: object) -> nn.Module:
+    """Instantiates ``conf/model/<name>.yaml``'s ``net`` (following a ``defaults`` parent)."""
+    node = OmegaConf.load(MODEL_CONF_DIR / f"{name}.yaml")
+    parents = node.pop("defaults", [])
+    for parent in parents:
+        base = OmegaConf.load(MODEL_CONF_DIR / f"{parent}.yaml")
+        node = OmegaConf.merge(base, node)
+    cfg = OmegaConf.create({"dataset": DATASET_STUB, "net": node.net})
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, f"net.{key}", value)
+    OmegaConf.resolve(cfg)
+    return hydra.utils.instantiate(cfg.net)

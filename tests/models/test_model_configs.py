@@ -1,0 +1,113 @@
+"""Generic checks over every ``conf/model/*.yaml``: shapes through PadToDivisor, gradients,
+overfitting one small batch."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from octseg.models.base import SegOutput, as_seg_output
+from octseg.models.wrappers import PadToDivisor
+from model_configs_helper import build_net, model_config_names
+
+NAMES = model_config_names()
+# The paper methods run the full-size shape check and the overfit check in the fast suite; the
+# library baselines run them at a smaller odd size / marked slow (2-core CPU budget).
+FAST_FULL = {"unet", "relaynet", "ynet"}
+FAST_OVERFIT = {"unet_small", "relaynet", "ynet"}
+# Tens of millions of parameters: the backward check is slow on a shared 2-core CPU.
+SLOW_BACKWARD = {"nnunet_style", "smp_unet", "smp_deeplabv3plus", "monai_swin_unetr"}
+NEEDS = {"monai_swin_unetr": "einops"}
+
+
+def _skip_if_missing(name: str) -> None:
+    module = NEEDS.get(name)
+    if module and importlib.util.find_spec(module) is None:
+        pytest.skip(f"{name} needs the optional package {module!r}")
+
+
+def _all_outputs(out: SegOutput) -> list[torch.Tensor]:
+    extra = out.aux.get("deep_supervision", [])
+    return [out.logits, *extra]
+
+
+def test_every_model_config_is_covered() -> None:
+    expected = {"unet", "relaynet", "ynet", "ynet_noffc", "nnunet_style"}
+    assert expected <= set(NAMES)
+
+
+def _slow_unless(name: str, fast: set[str]) -> object:
+    return name if name in fast else pytest.param(name, marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("name", [_slow_unless(n, FAST_FULL) for n in NAMES])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_forward_bscan_size(name: str, batch: int) -> None:
+    """A Duke-sized odd B-scan (496 x 523) comes back at its own size."""
+    _check_forward(name, batch, 496, 523)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_forward_small_odd_size(name: str, batch: int) -> None:
+    _check_forward(name, batch, 100, 147)
+
+
+def _check_forward(name: str, batch: int, h: int, w: int) -> None:
+    _skip_if_missing(name)
+    torch.manual_seed(0)
+    net = PadToDivisor(build_net(name)).eval()
+    with torch.no_grad():
+        out = as_seg_output(net(torch.randn(batch, 1, h, w)))
+    assert out.logits.shape == (batch, 10, h, w)
+    assert torch.isfinite(out.logits).all()
+
+
+@pytest.mark.parametrize("name", [_slow_unless(n, set(NAMES) - SLOW_BACKWARD) for n in NAMES])
+def test_backward_reaches_every_parameter(name: str) -> None:
+    _skip_if_missing(name)
+    torch.manual_seed(0)
+    net = PadToDivisor(build_net(name)).train()
+    x = torch.randn(2, 1, 60, 70)
+    out = as_seg_output(net(x))
+    loss = sum(o.float().square().mean() for o in _all_outputs(out))
+    loss.backward()
+    missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"{name}: parameters without gradient: {missing[:5]}"
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def _toy_batch(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two B-scan-like images: horizontal bands whose label follows the intensity."""
+    g = torch.Generator().manual_seed(1)
+    rows = torch.arange(h)
+    labels = torch.stack([(rows * 10 // h + s) % 10 for s in (0, 3)])  # [2, H]
+    mask = labels[:, :, None].expand(2, h, w).contiguous()
+    image = (mask.float() / 9.0 + 0.1 * torch.randn(2, h, w, generator=g))[:, None]
+    return image, mask
+
+
+def _overfit(name: str, steps: int = 20) -> tuple[float, float]:
+    torch.manual_seed(0)
+    net = PadToDivisor(build_net(name)).train()
+    image, mask = _toy_batch(32, 40)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(steps):
+        out = as_seg_output(net(image))
+        loss = F.cross_entropy(out.logits, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses[0], min(losses[-5:])
+
+
+@pytest.mark.parametrize("name", [_slow_unless(n, FAST_OVERFIT) for n in NAMES])
+def test_overfits_one_batch(name: str) -> None:
+    _skip_if_missing(name)
+    first, last = _overfit(name)
+    assert last < 0.6 * first, f"{name}: loss {first:.3f} -> {last:.3f}"

@@ -1,0 +1,49 @@
+"""Profiling helpers on tiny nets with known costs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from octseg.utils.profiling import (
+    count_flops,
+    count_parameters,
+    peak_rss_delta_mb,
+    time_forward,
+    time_forward_backward,
+)
+
+
+class _Conv(nn.Module):
+    size_divisor = 1
+    requires_square = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, kernel_size=3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_parameters_and_flops_of_a_single_conv() -> None:
+    net = _Conv()
+    assert count_parameters(net) == 36
+    # 2 FLOPs per multiply-add: 2 * (4 outputs * 9 taps) per pixel.
+    assert count_flops(net, (1, 1, 10, 12)) == 2 * 4 * 9 * 10 * 12
+
+
+def test_timings_are_positive_per_sample() -> None:
+    net = _Conv()
+    assert time_forward(net, (2, 1, 16, 16), repeats=2) > 0
+    assert time_forward_backward(net, (2, 1, 16, 16), repeats=2) > 0
+    assert time_forward(net, (1, 1, 16, 16), repeats=1, channels_last=True, bf16=True) > 0
+
+
+def test_peak_rss_sees_a_large_allocation() -> None:
+    def allocate() -> None:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB of float32, touched
+        block.add_(1)
+        del block
+
+    assert peak_rss_delta_mb(allocate) > 32
