@@ -6,7 +6,7 @@ AUC and AP come from a histogram of the scores of positives and negatives per cl
 need no pixel storage and synchronise under DDP. On the binned scores they equal scikit-learn's
 ``roc_auc_score`` (trapezoidal ROC with ties) and ``average_precision_score`` (step-wise
 ``sum (R_n - R_{n-1}) P_n``) exactly; versus the raw scores the difference is bounded by the bin
-width (1e-4 for the default 10 000 bins). A hand-written histogram rather than torchmetrics'
+width (1e-3 for the default 1000 bins). A hand-written histogram rather than torchmetrics'
 binned ``MulticlassAUROC``: it adds the ``ignore_index`` mask and the AP from the same state,
 costs one bincount per batch, and fits the suite's single-state design.
 
@@ -23,7 +23,11 @@ import torch
 
 from octseg.metrics._base import BatchContext, MetricFamily, SuiteSpec, named
 
-__all__ = ["probability_histogram", "auroc_from_histogram", "ap_from_histogram",
+#: Scores are binned as ``floor(p * num_bins * _SHRINK)`` so that ``p = 1`` lands in the last bin
+#: without a clamp pass; the bin edges move by less than 1e-6 of a bin.
+_SHRINK = 1.0 - 1e-6
+
+__all__ = ["probability_histogram", "score_bins", "auroc_from_histogram", "ap_from_histogram",
            "ProbabilisticFamily"]
 
 
@@ -35,21 +39,45 @@ def probability_histogram(
     Args:
         probs: class probabilities ``[B, K, H, W]`` in ``[0, 1]``.
         target: labels ``[B, H, W]``.
-        num_bins: number of equal-width score bins (bin ``floor(p * num_bins)``).
+        num_bins: number of equal-width score bins (see :func:`score_bins`).
         ignore_index: label of pixels left out, or None.
 
     Returns:
         float64 ``[K, num_bins, 2]`` (negatives, positives).
     """
-    batch, k = probs.shape[:2]
-    bins = (probs.float() * num_bins).long().clamp_(0, num_bins - 1)
-    classes = torch.arange(k, device=probs.device).view(1, k, 1, 1)
-    positive = (target.unsqueeze(1) == classes).long()
-    idx = (classes * num_bins + bins) * 2 + positive
-    if ignore_index is not None:
-        idx = idx.masked_fill((target == ignore_index).unsqueeze(1), k * num_bins * 2)
-    hist = torch.bincount(idx.reshape(-1), minlength=k * num_bins * 2 + 1)[: k * num_bins * 2]
+    k = probs.shape[1]
+    size = k * num_bins
+    # Flat (class, bin) index in two passes over the K*H*W scores: a fused multiply-add of
+    # the class offsets, then an int32 cast; int32 halves the memory traffic of bincount.
+    idx = _flat_bins(probs, num_bins)
+    total = torch.bincount(idx.reshape(-1), minlength=size)
+    # Positives: the flat index of each pixel's true class (B*H*W values).
+    valid = None if ignore_index is None else target != ignore_index
+    t = target if valid is None else torch.where(valid, target, 0)
+    pos_idx = idx.gather(1, t.unsqueeze(1))
+    if valid is not None:
+        pos_idx = pos_idx.masked_fill(~valid.unsqueeze(1), size)  # spare bin
+    positives = torch.bincount(pos_idx.reshape(-1), minlength=size + 1)[:size]
+    if valid is not None and not bool(valid.all()):
+        # ignored pixels (usually few) are subtracted rather than masked in every channel
+        ignored = idx.permute(0, 2, 3, 1)[~valid]  # [n, K]
+        total = total - torch.bincount(ignored.reshape(-1), minlength=size)
+    hist = torch.stack([total - positives, positives], dim=-1)
     return hist.view(k, num_bins, 2).double()
+
+
+def _flat_bins(probs: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """int32 ``class * num_bins + bin`` for scores ``[B, K, H, W]``."""
+    k = probs.shape[1]
+    offsets = torch.arange(k, device=probs.device, dtype=probs.dtype) * num_bins
+    return torch.add(offsets.view(1, k, 1, 1), probs, alpha=num_bins * _SHRINK).to(torch.int32)
+
+
+def score_bins(probs: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """The bin of each score ``[B, K, H, W]`` as :func:`probability_histogram` counts it."""
+    k = probs.shape[1]
+    offsets = (torch.arange(k, device=probs.device) * num_bins).view(1, k, 1, 1)
+    return _flat_bins(probs, num_bins).long() - offsets
 
 
 def _cumulative(hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +112,7 @@ def ap_from_histogram(hist: torch.Tensor) -> torch.Tensor:
 class ProbabilisticFamily(MetricFamily):
     """ROC-AUC, AP and Brier score per class from probabilities.
 
-    Options: ``num_bins`` (10000). Batches without probabilities (label-map predictions) are
+    Options: ``num_bins`` (1000). Batches without probabilities (label-map predictions) are
     skipped for this family, and it reports NaN when it never saw any.
     """
 
@@ -93,7 +121,7 @@ class ProbabilisticFamily(MetricFamily):
     def __init__(self, spec: SuiteSpec) -> None:
         super().__init__(spec)
         opts = dict(spec.options.get(self.name, {}))
-        self.num_bins = int(opts.pop("num_bins", 10000))
+        self.num_bins = int(opts.pop("num_bins", 1000))
         if opts or self.num_bins < 2:
             raise ValueError(
                 f"probabilistic options must be {{num_bins: int >= 2}}, got "
@@ -120,17 +148,20 @@ class ProbabilisticFamily(MetricFamily):
                 f"probs must be [B, {k}, H, W] matching target {tuple(target.shape)}, got "
                 f"{tuple(probs.shape)}."
             )
-        valid = (
-            torch.ones_like(target, dtype=torch.bool)
-            if self.spec.ignore_index is None
-            else target != self.spec.ignore_index
-        )
-        onehot = torch.nn.functional.one_hot(target.clamp(0, k - 1), k).permute(0, 3, 1, 2)
-        sq = ((probs - onehot) ** 2) * valid.unsqueeze(1)
+        valid = None if self.spec.ignore_index is None else target != self.spec.ignore_index
+        # sum_pixels (p_c - y_c)^2 = sum p_c^2 - 2 sum_{y=c} p_c + #{y=c}: no one-hot tensor;
+        # the squares of all pixels in one norm pass, ignored pixels subtracted afterwards.
+        sq = torch.linalg.vector_norm(probs, dim=(0, 2, 3)).double() ** 2
+        if valid is not None and not bool(valid.all()):
+            sq = sq - (probs.permute(0, 2, 3, 1)[~valid].double() ** 2).sum(0)
+        t = target if valid is None else torch.where(valid, target, k)
+        p_true = probs.gather(1, t.clamp(max=k - 1).unsqueeze(1)).reshape(-1).double()
+        p_true_sum = torch.bincount(t.reshape(-1), weights=p_true, minlength=k + 1)[:k]
+        n_true = torch.bincount(t.reshape(-1), minlength=k + 1)[:k].double()
         return {
             "hist": probability_histogram(probs, target, self.num_bins, self.spec.ignore_index),
-            "sq_err": sq.sum(dim=(0, 2, 3)).double(),
-            "pixels": valid.sum().double().view(1),
+            "sq_err": sq - 2 * p_true_sum + n_true,
+            "pixels": n_true.sum().view(1),
         }
 
     def compute(self, states: dict[str, torch.Tensor], volume: torch.Tensor) -> dict[str, Any]:
