@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from octseg.metrics.suite import MetricSuite
-from octseg.metrics.surfaces import extract_surfaces, label_ranks, layer_thickness
+from octseg.metrics.surfaces import (
+    extract_surfaces,
+    label_ranks,
+    layer_thickness,
+    thickness_profiles,
+)
 
 from metric_cases import ANATOMY, CLASS_NAMES, NUM_CLASSES, layered_map
 
@@ -85,3 +90,12 @@ def test_fluid_remap_uses_nearest_layer_in_the_column() -> None:
     assert defined.all()
     empty = torch.full((1, 5, 2), 255)
     assert not label_ranks(empty, [0, 1, 2])[1].any()
+
+
+def test_thickness_profiles_are_nan_on_undefined_columns() -> None:
+    labels = layered_map()
+    labels[:, 30:] = 255
+    profile = thickness_profiles(labels, ANATOMY["ordered_labels"], [1, 5], 4.0)
+    assert profile.shape == (2, 32)
+    assert profile[0, 0].item() == 16.0 and profile[1, 0].item() == 36.0
+    assert torch.isnan(profile[:, 30:]).all()

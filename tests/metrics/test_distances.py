@@ -117,3 +117,11 @@ def test_suite_counts_failures_and_never_drops_them_silently() -> None:
                         spacing_um=[3.87, 11.3], options={"distance": {"failure_value_um": 500.0}})
     penal.update(pred, target)
     assert penal.compute()["hd95_um/fluid"].item() == 500.0
+
+
+def test_lateral_shift_uses_lateral_spacing() -> None:
+    target = np.zeros((20, 30), dtype=np.int64)
+    target[5:15, 5:12] = 1
+    pred = np.roll(target, 2, axis=1)
+    out = compute_surface_distances(pred, target, [1], (3.87, 11.3))
+    assert out[0, 0] == pytest.approx(2 * 11.3)

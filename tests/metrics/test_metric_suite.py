@@ -126,3 +126,28 @@ def test_bad_inputs_raise_clear_errors() -> None:
         suite.update(torch.zeros(1, 4, 5, dtype=torch.long), torch.zeros(1, 4, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="anatomy.ordered_labels"):
         MetricSuite(metrics=["boundary"], num_classes=3, anatomy={})
+
+
+def test_empty_value_option_scores_absent_classes() -> None:
+    target = layered_map()[None]
+    suite = _suite(metrics=["overlap"], empty_value=1.0)
+    suite.update(target.clone(), target)
+    out = suite.compute()
+    assert out["dice/fluid"].item() == 1.0  # absent from both: counted as perfect
+    pred = target.clone()
+    pred[0, 30:32, 0:4] = 9  # predicted but absent from the reference: 0, never NaN
+    other = _suite(metrics=["overlap"])
+    other.update(pred, target)
+    assert other.compute()["dice/fluid"].item() == 0.0
+
+
+def test_class_absent_from_one_volume_is_nan_there_only() -> None:
+    with_fluid = layered_map()
+    with_fluid[30:34, 5:10] = 9
+    without = layered_map()
+    suite = _suite(metrics=["overlap"])
+    suite.update(torch.stack([with_fluid, without]), torch.stack([with_fluid, without]),
+                 torch.tensor([0, 1]))
+    out = suite.compute()
+    assert out["volume/dice/fluid"].item() == 1.0  # volume 1 (no fluid) is NaN, left out
+    assert out["dice/fluid"].item() == 1.0

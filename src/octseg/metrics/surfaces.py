@@ -31,6 +31,7 @@ __all__ = [
     "layer_thickness",
     "thickness_error_stats",
     "topology_violation_counts",
+    "thickness_profiles",
 ]
 
 
@@ -195,3 +196,36 @@ def topology_violation_counts(rank: torch.Tensor, valid: torch.Tensor) -> torch.
     """
     bad = (rank[:, 1:] < rank[:, :-1]).any(dim=1) & valid
     return torch.stack([bad.sum(-1).double(), valid.sum(-1).double()], dim=-1)
+
+
+def thickness_profiles(
+    labels: torch.Tensor,
+    ordered_labels: Sequence[int],
+    layer_labels: Sequence[int],
+    axial_um: float,
+) -> torch.Tensor:
+    """Layer thickness per column in micrometres, NaN where the column is undefined (for plots).
+
+    Args:
+        labels: label maps ``[B, H, W]`` (or one ``[H, W]``).
+        ordered_labels: region labels top to bottom.
+        layer_labels: the layers to profile (each one of ``ordered_labels``).
+        axial_um: axial pixel spacing in micrometres.
+
+    Returns:
+        float64 ``[B, L, W]`` (``[L, W]`` for a single map).
+
+    Raises:
+        ValueError: if a layer label is not an ordered region.
+    """
+    single = labels.ndim == 2
+    labels = labels[None] if single else labels
+    ordered = list(ordered_labels)
+    missing = [lab for lab in layer_labels if lab not in ordered]
+    if missing:
+        raise ValueError(f"layer labels {missing} are not in ordered_labels {ordered}.")
+    z, defined = extract_surfaces(labels, ordered)
+    positions = [ordered.index(lab) for lab in layer_labels]
+    thick = layer_thickness(z, labels.shape[-2], positions, axial_um)
+    thick = thick.masked_fill(~defined.unsqueeze(1), float("nan"))
+    return thick[0] if single else thick
