@@ -133,6 +133,8 @@ def test_invalid_arguments_raise() -> None:
         generate_bscan(-1, 0, 64, 64)
     with pytest.raises(ValueError, match="scans_per_volume"):
         SyntheticDataModule(num_train=2, scans_per_volume=0)
+    with pytest.raises(ValueError, match="style"):
+        SyntheticDataModule(num_train=2, style={"speckles": 0.3})
 
 
 def test_style_changes_appearance_only() -> None:
@@ -146,6 +148,12 @@ def test_style_changes_appearance_only() -> None:
         return float(np.abs(np.diff(image.astype(np.float64), axis=1)).mean())
 
     assert roughness(noisy.image) > 3 * roughness(plain.image)
+    dm = SyntheticDataModule(1, 0, 0, 128, 160, seed=0, style={"speckle": 0.0, "noise_std": 0.0})
+    dm.setup()
+    np.testing.assert_array_equal(
+        dm.datasets["train"].images[0],
+        generate_bscan(0, 0, 128, 160, style=SyntheticStyle(speckle=0.0, noise_std=0.0))[0],
+    )
 
 
 def test_measure_throughput_returns_positive_rate() -> None:
