@@ -107,6 +107,19 @@ def test_fluid_displaces_layers() -> None:
         assert tissue_swollen.sum() > tissue_normal.sum() or fluid_per_column.sum() == 0
 
 
+def test_foveal_pit_thins_inner_layers_and_thickens_onl() -> None:
+    style = SyntheticStyle(pit_probability=1.0)
+    for index in range(5):
+        scan = generate_bscan_with_info(5, index, 496, 512, healthy=True, style=style)
+        thickness = np.diff(scan.surfaces, axis=0)  # [7, W] rows of layers 1..7
+        inner = thickness[:3].sum(0)  # RNFL + GCL+IPL + INL
+        pit = int(np.argmin(inner))
+        assert inner[pit] < 0.35 * inner.max()
+        assert thickness[4, pit] > np.median(thickness[4])  # ONL thicker at the pit
+        retina = scan.surfaces[7] - scan.surfaces[0]
+        assert retina[pit] < np.percentile(retina, 75)  # a dip in total thickness
+
+
 def test_intensity_ordering() -> None:
     means = np.zeros((20, 10))
     for index in range(20):
@@ -157,7 +170,11 @@ def test_style_changes_appearance_only() -> None:
 
 
 def test_measure_throughput_returns_positive_rate() -> None:
+    import cv2
+
+    threads = cv2.getNumThreads()
     assert measure_throughput(n=3, height=64, width=64) > 0
+    assert cv2.getNumThreads() == threads  # restored after timing on one thread
 
 
 def test_datamodule_splits_and_batches() -> None:
