@@ -69,6 +69,12 @@ def label_boundaries(
     return edges
 
 
+def _present(labels: np.ndarray) -> set[int]:
+    """Labels present in a map whose values are >= -1."""
+    counts = np.bincount(labels.ravel() + 1)
+    return {int(v) - 1 for v in np.flatnonzero(counts)}
+
+
 def _group_points(labels: np.ndarray, edges: np.ndarray) -> dict[int, np.ndarray]:
     """``{label: [n, 2] (row, col) boundary points}`` from one nonzero + sort."""
     rows, cols = np.nonzero(edges)
@@ -82,13 +88,21 @@ def _group_points(labels: np.ndarray, edges: np.ndarray) -> dict[int, np.ndarray
     }
 
 
-def _directed(from_pts: np.ndarray, to_pts: np.ndarray, sampling: np.ndarray) -> np.ndarray:
+def _directed(
+    from_pts: np.ndarray, to_pts: np.ndarray, sampling: np.ndarray, shared: np.ndarray
+) -> np.ndarray:
     """Exact Euclidean distances (um) from each of ``from_pts`` to the nearest of ``to_pts``.
 
     A KD-tree over the (sparse) boundary points: measured 2-10x faster than an EDT of the
     cropped bounding box for OCT layers, whose boxes span the whole width; values are identical.
+    Points in ``shared`` (bool per ``from_pts``) lie on both boundaries: distance 0, no query.
     """
-    return cKDTree(to_pts * sampling, leafsize=32).query(from_pts * sampling, k=1)[0]
+    dist = np.zeros(len(from_pts), dtype=np.float64)
+    todo = ~shared
+    if todo.any():
+        tree = cKDTree(to_pts * sampling, leafsize=16, balanced_tree=False, compact_nodes=False)
+        dist[todo] = tree.query(from_pts[todo] * sampling, k=1)[0]
+    return dist
 
 
 def compute_surface_distances(
@@ -133,10 +147,16 @@ def compute_surface_distances(
         valid = target != ignore_index
         pred[~valid] = -1  # outside every class
         target = np.where(valid, target, -1)
-    pts_pred = _group_points(pred, label_boundaries(pred, valid, exclude_border))
-    pts_true = _group_points(target, label_boundaries(target, valid, exclude_border))
-    present_pred = set(np.unique(pred).tolist())
-    present_true = set(np.unique(target).tolist())
+    edges_pred = label_boundaries(pred, valid, exclude_border)
+    edges_true = label_boundaries(target, valid, exclude_border)
+    pts_pred = _group_points(pred, edges_pred)
+    pts_true = _group_points(target, edges_true)
+    # A pixel on the boundary of the same class in both maps is at distance 0 in both
+    # directions; on good predictions that is a large share of the points.
+    same_edge = edges_pred & edges_true & (pred == target)
+    # class presence by bincount (np.unique sorts the whole map: ~10x slower)
+    present_pred = _present(pred)
+    present_true = _present(target)
     sampling = np.asarray(spacing_um, dtype=np.float64)
     out = np.empty((len(classes), 3), dtype=np.float64)
     for i, c in enumerate(classes):
@@ -149,8 +169,8 @@ def compute_surface_distances(
             # exactly one mask empty (or, with exclude_border, a mask without any boundary)
             out[i] = np.inf
             continue
-        d_pg = _directed(p, g, sampling)
-        d_gp = _directed(g, p, sampling)
+        d_pg = _directed(p, g, sampling, same_edge[p[:, 0], p[:, 1]])
+        d_gp = _directed(g, p, sampling, same_edge[g[:, 0], g[:, 1]])
         hd = max(d_pg.max(), d_gp.max())
         hd95 = max(np.percentile(d_pg, 95), np.percentile(d_gp, 95))
         if assd_mode == "pooled":
