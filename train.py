@@ -38,7 +38,20 @@ def resume_wandb_run(cfg: DictConfig) -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fits the model, tests the best checkpoint and writes ``metrics.json``; returns metrics."""
+    """Fits the model, tests the best checkpoint and writes ``metrics.json``; returns metrics.
+
+    The W&B run is closed on the way out (also after a crash), so that every job of a multirun
+    gets its own complete run."""
+    try:
+        return _train(cfg)
+    finally:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def _train(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -82,13 +95,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    try:
-        metrics = train(cfg)
-    finally:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
+    metrics = train(cfg)
     value = metrics.get(cfg.get("optimized_metric") or "")
     if HydraConfig.get().mode.name == "MULTIRUN":
         log.info("%s = %s", cfg.optimized_metric, value)

@@ -68,7 +68,7 @@ def test_logger_options_compose(make_cfg, option: str) -> None:
 def test_callbacks_default_instantiates(make_cfg) -> None:
     from octseg.utils.instantiators import instantiate_callbacks
 
-    cfg = make_cfg("callbacks=default")
+    cfg = make_cfg("callbacks=default", fast=False)
     names = {type(c).__name__ for c in instantiate_callbacks(cfg.callbacks)}
     assert {"ModelCheckpoint", "EarlyStopping", "RichProgressBar", "LearningRateMonitor",
             "LastCheckpointOnException", "LogPredictionOverlays"} <= names
@@ -84,5 +84,5 @@ def test_global_options_compose(make_cfg, group: str) -> None:
 
 def test_run_name_follows_model_dataset_seed(make_cfg) -> None:
     cfg = make_cfg("model=unet", "seed=3")
-    assert cfg.run_name == "unet-synthetic-s3"
-    assert list(cfg.tags) == ["unet", "synthetic"]
+    assert cfg.run_name == f"unet-{cfg.dataset.name}-s3"
+    assert list(cfg.tags) == ["unet", cfg.dataset.name]

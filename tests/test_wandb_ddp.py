@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FAST_OVERRIDES, REPO_ROOT
+from octseg.utils.wandb_offline import read_offline_run
 from train import train
 
 
@@ -19,12 +20,13 @@ def test_offline_wandb_run_holds_final_test_metrics(make_cfg) -> None:
     metrics = train(cfg)
     run_dirs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
     assert len(run_dirs) == 1, "one offline W&B run per job"
-    assert list(run_dirs[0].glob("run-*.wandb")), "offline binary log written"
-    summary = json.loads((run_dirs[0] / "files" / "wandb-summary.json").read_text())
+    run = read_offline_run(run_dirs[0])  # the binary run-*.wandb log, read back
+    summary = run["summary"]
     assert summary["test/dice"] == pytest.approx(metrics["test/dice"])
-    assert "test/dice/RNFL" in summary and "val/overlays" in summary
-    config_text = (run_dirs[0] / "files" / "config.yaml").read_text()
-    assert "synthetic" in config_text and "seed" in config_text
+    assert "test/dice/RNFL" in summary and "test/mad_um/ILM" in summary
+    assert any(k.startswith("val/overlays") for k in run["history_keys"])
+    assert run["config"]["dataset"]["name"] == cfg.dataset.name
+    assert run["config"]["seed"] == cfg.seed
     # The CSV logger ran alongside.
     assert (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").is_file()
 
@@ -46,7 +48,8 @@ def _metrics_of(run_root: Path) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_ddp_cpu_two_processes_match_one_process(tmp_path: Path) -> None:
-    """Test metrics of a 2-process run equal those of a 1-process run of the same weights.
+    """Test metrics of a 2-process run equal those of a 1-process run of the same weights
+    (to float32 summation order: AUC/AP accumulate float32 sums per rank).
 
     Training differs between the two (the gradient is averaged over two half-batches), so both
     runs evaluate with train=false on the same freshly-seeded network: any difference comes
@@ -61,4 +64,4 @@ def test_ddp_cpu_two_processes_match_one_process(tmp_path: Path) -> None:
     keys = [k for k in one if k.startswith("test/") and k != "test/loss"]
     assert keys
     for k in keys:
-        assert two[k] == pytest.approx(one[k], rel=1e-6, abs=1e-9, nan_ok=True), k
+        assert two[k] == pytest.approx(one[k], rel=1e-5, abs=1e-9, nan_ok=True), k
