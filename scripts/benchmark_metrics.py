@@ -35,18 +35,47 @@ import torch
 from octseg.metrics.distances import compute_surface_distances
 from octseg.metrics.suite import MetricSuite
 
-CLASS_NAMES = ["vitreous", "RNFL", "GCL+IPL", "INL", "OPL", "ONL+ISM", "ISE", "OS+RPE",
-               "choroid", "fluid"]
-ANATOMY = {"ordered_labels": list(range(9)), "layer_labels": list(range(1, 8)),
-           "fluid_labels": [9],
-           "surface_names": ["ILM", "RNFL-GCL", "IPL-INL", "INL-OPL", "OPL-ONL", "ISM-ISE",
-                             "ISE-OS", "RPE-BM"]}
+CLASS_NAMES = [
+    "vitreous",
+    "RNFL",
+    "GCL+IPL",
+    "INL",
+    "OPL",
+    "ONL+ISM",
+    "ISE",
+    "OS+RPE",
+    "choroid",
+    "fluid",
+]
+ANATOMY = {
+    "ordered_labels": list(range(9)),
+    "layer_labels": list(range(1, 8)),
+    "fluid_labels": [9],
+    "surface_names": [
+        "ILM",
+        "RNFL-GCL",
+        "IPL-INL",
+        "INL-OPL",
+        "OPL-ONL",
+        "ISM-ISE",
+        "ISE-OS",
+        "RPE-BM",
+    ],
+}
 SUITES = {
     "fast": ["overlap", "boundary"],
     "layers": ["overlap", "boundary", "thickness", "topology"],
     "fluid": ["overlap", "distance", "probabilistic", "fluid"],
-    "full": ["overlap", "boundary", "thickness", "topology", "distance", "probabilistic",
-             "fluid", "cvi"],
+    "full": [
+        "overlap",
+        "boundary",
+        "thickness",
+        "topology",
+        "distance",
+        "probabilistic",
+        "fluid",
+        "cvi",
+    ],
 }
 SPACING = (3.87, 11.3)
 DUKE = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "duke_dme" / "masks"
@@ -89,8 +118,11 @@ def timed(fn, repeats: int) -> tuple[float, float, object]:
     w0, c0 = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         result = fn()
-    return ((time.perf_counter() - w0) / repeats * 1e3,
-            (time.process_time() - c0) / repeats * 1e3, result)
+    return (
+        (time.perf_counter() - w0) / repeats * 1e3,
+        (time.process_time() - c0) / repeats * 1e3,
+        result,
+    )
 
 
 # ---- (a) seed-style reference: benchmark only, reproduces the defects on purpose ----------
@@ -151,7 +183,9 @@ def seed_style_hd95(pred: np.ndarray, target: np.ndarray) -> list[float]:
 def monai_distances(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 
-    onehot = lambda x: torch.nn.functional.one_hot(torch.from_numpy(x), 10).permute(2, 0, 1)[None]
+    def onehot(x: np.ndarray) -> torch.Tensor:
+        return torch.nn.functional.one_hot(torch.from_numpy(x), 10).permute(2, 0, 1)[None]
+
     p, t = onehot(pred), onehot(target)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -174,16 +208,32 @@ def main() -> None:
     preds = [perturb(t, rng) for t in targets]
     # margin 6 with unit noise: the argmax equals the perturbed prediction but for ~1e-4 of
     # the pixels (a few scattered errors), and the probabilities are not all 0 or 1
-    logits = [(6 * torch.nn.functional.one_hot(torch.from_numpy(p), 10).permute(2, 0, 1).float()
-               + torch.randn(10, *p.shape)).contiguous()[None] for p in preds]
+    logits = [
+        (
+            6 * torch.nn.functional.one_hot(torch.from_numpy(p), 10).permute(2, 0, 1).float()
+            + torch.randn(10, *p.shape)
+        ).contiguous()[None]
+        for p in preds
+    ]
     target_t = [torch.from_numpy(t)[None] for t in targets]
     n = len(targets)
-    res: dict = {"source": source, "scans": n, "shape": list(targets[0].shape),
-                 "threads": args.threads, "ms_per_bscan": {}}
+    res: dict = {
+        "source": source,
+        "scans": n,
+        "shape": list(targets[0].shape),
+        "threads": args.threads,
+        "ms_per_bscan": {},
+    }
 
     def suite_run(families, inputs):
-        suite = MetricSuite(metrics=families, num_classes=10, class_names=CLASS_NAMES,
-                            spacing_um=SPACING, anatomy=ANATOMY, bscan_spacing_um=123.0)
+        suite = MetricSuite(
+            metrics=families,
+            num_classes=10,
+            class_names=CLASS_NAMES,
+            spacing_um=SPACING,
+            anatomy=ANATOMY,
+            bscan_spacing_um=123.0,
+        )
         for x, t in zip(inputs, target_t):
             suite.update(x, t, torch.tensor([0]))
         return suite.compute()
@@ -196,15 +246,20 @@ def main() -> None:
     res["ms_per_bscan"]["suite fast (label maps)"] = (wall / n, cpu / n)
 
     probs = [lg[0].softmax(0).numpy() for lg in logits]
-    wall, cpu, _ = timed(lambda: [seed_style_full(p, t, pr) for p, t, pr in
-                                  zip(preds, targets, probs)], 1)
+    wall, cpu, _ = timed(
+        lambda: [seed_style_full(p, t, pr) for p, t, pr in zip(preds, targets, probs)], 1
+    )
     res["ms_per_bscan"]["(a) seed-style full"] = (wall / n, cpu / n)
     wall, cpu, _ = timed(lambda: [seed_style_hd95(p, t) for p, t in zip(preds, targets)], 1)
     res["ms_per_bscan"]["(a) seed-style HD95 only"] = (wall / n, cpu / n)
 
     classes = list(range(1, 10))
-    wall, cpu, ours = timed(lambda: [compute_surface_distances(p, t, classes, SPACING)
-                                     for p, t in zip(preds, targets)], args.repeats)
+    wall, cpu, ours = timed(
+        lambda: [
+            compute_surface_distances(p, t, classes, SPACING) for p, t in zip(preds, targets)
+        ],
+        args.repeats,
+    )
     res["ms_per_bscan"]["octseg distances HD+HD95+ASSD"] = (wall / n, cpu / n)
     wall, cpu, ref = timed(lambda: [monai_distances(p, t) for p, t in zip(preds, targets)], 1)
     res["ms_per_bscan"]["(b) MONAI HD+HD95+ASSD"] = (wall / n, cpu / n)
@@ -216,8 +271,8 @@ def main() -> None:
     t = res["ms_per_bscan"]
     res["goals"] = {
         "full_vs_seed_speedup_cpu": t["(a) seed-style full"][1] / t["suite full (logits)"][1],
-        "distances_vs_monai_speedup_cpu":
-            t["(b) MONAI HD+HD95+ASSD"][1] / t["octseg distances HD+HD95+ASSD"][1],
+        "distances_vs_monai_speedup_cpu": t["(b) MONAI HD+HD95+ASSD"][1]
+        / t["octseg distances HD+HD95+ASSD"][1],
         "fast_ms_cpu_logits": t["suite fast (logits)"][1],
         "fast_ms_cpu_labels": t["suite fast (label maps)"][1],
     }
@@ -228,8 +283,10 @@ def main() -> None:
     print(f"{'ms per B-scan':<36} {'wall':>9} {'cpu':>9}")
     for key, (w, c) in t.items():
         print(f"{key:<36} {w:>9.2f} {c:>9.2f}")
-    print(f"max |octseg - MONAI| over finite distances: {res['distance_max_abs_diff_um']:.2e} um;"
-          f" inf/NaN cases agree: {res['distance_nonfinite_agree']}")
+    print(
+        f"max |octseg - MONAI| over finite distances: {res['distance_max_abs_diff_um']:.2e} um;"
+        f" inf/NaN cases agree: {res['distance_nonfinite_agree']}"
+    )
     for key, value in res["goals"].items():
         print(f"{key}: {value:.1f}" if not math.isnan(value) else f"{key}: nan")
 

@@ -5,10 +5,30 @@ from __future__ import annotations
 import torch
 
 NUM_CLASSES = 10
-CLASS_NAMES = ["vitreous", "RNFL", "GCIPL", "INL", "OPL", "ONL", "ISE", "OSRPE", "choroid", "fluid"]
+CLASS_NAMES = [
+    "vitreous",
+    "RNFL",
+    "GCIPL",
+    "INL",
+    "OPL",
+    "ONL",
+    "ISE",
+    "OSRPE",
+    "choroid",
+    "fluid",
+]
 ANATOMY = {
     "ordered_labels": list(range(9)),
-    "surface_names": ["ILM", "RNFL-GCL", "IPL-INL", "INL-OPL", "OPL-ONL", "ISM-ISE", "ISE-OS", "BM"],
+    "surface_names": [
+        "ILM",
+        "RNFL-GCL",
+        "IPL-INL",
+        "INL-OPL",
+        "OPL-ONL",
+        "ISM-ISE",
+        "ISE-OS",
+        "BM",
+    ],
     "layer_labels": list(range(1, 8)),
     "fluid_labels": [9],
 }

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -19,8 +17,14 @@ from metric_cases import ANATOMY, CLASS_NAMES, NUM_CLASSES, layered_map
 
 
 def _suite(metrics, **kw) -> MetricSuite:
-    return MetricSuite(metrics=metrics, num_classes=NUM_CLASSES, class_names=CLASS_NAMES,
-                       spacing_um=[4.0, 10.0], anatomy=ANATOMY, **kw)
+    return MetricSuite(
+        metrics=metrics,
+        num_classes=NUM_CLASSES,
+        class_names=CLASS_NAMES,
+        spacing_um=[4.0, 10.0],
+        anatomy=ANATOMY,
+        **kw,
+    )
 
 
 def test_fluid_area_volume_and_detection() -> None:

@@ -17,15 +17,19 @@ from metric_cases import ANATOMY, CLASS_NAMES, NUM_CLASSES, layered_map
 
 
 def _monai(pred: np.ndarray, target: np.ndarray, k: int, spacing) -> np.ndarray:
-    onehot = lambda x: torch.nn.functional.one_hot(torch.from_numpy(x), k).permute(2, 0, 1)[None]
+    def onehot(x: np.ndarray) -> torch.Tensor:
+        return torch.nn.functional.one_hot(torch.from_numpy(x), k).permute(2, 0, 1)[None]
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         p, t = onehot(pred), onehot(target)
         hd = compute_hausdorff_distance(p, t, include_background=True, spacing=spacing)
-        hd95 = compute_hausdorff_distance(p, t, include_background=True, percentile=95,
-                                          spacing=spacing)
-        assd = compute_average_surface_distance(p, t, include_background=True, symmetric=True,
-                                                spacing=spacing)
+        hd95 = compute_hausdorff_distance(
+            p, t, include_background=True, percentile=95, spacing=spacing
+        )
+        assd = compute_average_surface_distance(
+            p, t, include_background=True, symmetric=True, spacing=spacing
+        )
     return torch.stack([hd[0], hd95[0], assd[0]], dim=1).double().numpy()
 
 
@@ -106,15 +110,25 @@ def test_suite_counts_failures_and_never_drops_them_silently() -> None:
     target = torch.stack([layered_map(), layered_map()])
     pred = target.clone()
     target[0, 30:34, 5:12] = 9  # fluid missed in scan 0
-    suite = MetricSuite(metrics=["distance"], num_classes=NUM_CLASSES, class_names=CLASS_NAMES,
-                        spacing_um=[3.87, 11.3], anatomy=ANATOMY)
+    suite = MetricSuite(
+        metrics=["distance"],
+        num_classes=NUM_CLASSES,
+        class_names=CLASS_NAMES,
+        spacing_um=[3.87, 11.3],
+        anatomy=ANATOMY,
+    )
     suite.update(pred, target)
     out = suite.compute()
     assert out["distance_failures/fluid"].item() == 1
     assert out["distance_failures"].item() == 1
     assert math.isnan(out["hd95_um/fluid"].item())  # no usable scan: NaN plus a failure count
-    penal = MetricSuite(metrics=["distance"], num_classes=NUM_CLASSES, class_names=CLASS_NAMES,
-                        spacing_um=[3.87, 11.3], options={"distance": {"failure_value_um": 500.0}})
+    penal = MetricSuite(
+        metrics=["distance"],
+        num_classes=NUM_CLASSES,
+        class_names=CLASS_NAMES,
+        spacing_um=[3.87, 11.3],
+        options={"distance": {"failure_value_um": 500.0}},
+    )
     penal.update(pred, target)
     assert penal.compute()["hd95_um/fluid"].item() == 500.0
 

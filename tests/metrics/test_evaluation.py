@@ -45,8 +45,14 @@ def test_round_trip_writes_all_reports(tmp_path) -> None:
     pred_dir, gt_dir = _write_folders(tmp_path)
     scans = load_prediction_folders(pred_dir, gt_dir, NUM_CLASSES)
     assert [s.volume_id for s in scans] == ["Subject_01"] * 2 + ["Subject_02"] * 2
-    result = evaluate_label_maps(scans, NUM_CLASSES, CLASS_NAMES, spacing_um=SPACING,
-                                 anatomy=ANATOMY, bscan_spacing_um=123.0)
+    result = evaluate_label_maps(
+        scans,
+        NUM_CLASSES,
+        CLASS_NAMES,
+        spacing_um=SPACING,
+        anatomy=ANATOMY,
+        bscan_spacing_um=123.0,
+    )
     paths = result.write(tmp_path / "out")
     report = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert set(report) == {"dataset", "volumes", "settings"}
@@ -61,8 +67,15 @@ def test_round_trip_writes_all_reports(tmp_path) -> None:
     assert float(first_fluid["recall"]) == 0.0 and math.isinf(float(first_fluid["hd95_um"]))
     with open(paths["boundaries"]) as f:
         brows = list(csv.DictReader(f))
-    assert list(brows[0]) == ["scan", "surface", "mad_um", "bias_um", "rmse_um", "max_um",
-                              "surface_name"]
+    assert list(brows[0]) == [
+        "scan",
+        "surface",
+        "mad_um",
+        "bias_um",
+        "rmse_um",
+        "max_um",
+        "surface_name",
+    ]
     assert len(brows) == 4 * 8
     with open(paths["thickness"]) as f:
         trows = list(csv.DictReader(f))
@@ -75,8 +88,9 @@ def test_in_memory_scans_with_probabilities() -> None:
     target = layered_map().numpy()
     probs = np.eye(NUM_CLASSES)[target].transpose(2, 0, 1) * 0.9 + 0.01
     scans = [ScanPrediction("a_0", "a", target, target, probs)]
-    result = evaluate_label_maps(scans, NUM_CLASSES, CLASS_NAMES, spacing_um=SPACING,
-                                 anatomy=ANATOMY)
+    result = evaluate_label_maps(
+        scans, NUM_CLASSES, CLASS_NAMES, spacing_um=SPACING, anatomy=ANATOMY
+    )
     assert result.dataset["auroc/RNFL"] == pytest.approx(1.0)
     assert result.dataset["dice"] == pytest.approx(1.0)
 

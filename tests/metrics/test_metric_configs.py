@@ -24,8 +24,9 @@ def test_the_four_suites_exist() -> None:
 @pytest.mark.parametrize("suite_name", SUITES)
 def test_suite_config_instantiates_and_computes(suite_name: str, dataset: str) -> None:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=[f"dataset={dataset}",
-                                                     f"metrics={suite_name}"])
+        cfg = compose(
+            config_name="eval", overrides=[f"dataset={dataset}", f"metrics={suite_name}"]
+        )
     suite = hydra.utils.instantiate(cfg.metrics)
     assert isinstance(suite, MetricSuite)
     k = int(cfg.dataset.num_classes)

@@ -28,8 +28,14 @@ def _data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def _suite() -> MetricSuite:
-    return MetricSuite(metrics=FAMILIES, num_classes=NUM_CLASSES, class_names=CLASS_NAMES,
-                       spacing_um=[3.87, 11.3], anatomy=ANATOMY, bscan_spacing_um=120.0)
+    return MetricSuite(
+        metrics=FAMILIES,
+        num_classes=NUM_CLASSES,
+        class_names=CLASS_NAMES,
+        spacing_um=[3.87, 11.3],
+        anatomy=ANATOMY,
+        bscan_spacing_um=120.0,
+    )
 
 
 def _worker(rank: int, port: int, queue) -> None:
@@ -65,12 +71,19 @@ def test_two_processes_equal_one_process() -> None:
     expected = {k: v.item() for k, v in single.compute().items()}
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
-    mp.start_processes(_worker, args=(_free_port(), queue), nprocs=2, join=True,
-                       start_method="spawn")
+    mp.start_processes(
+        _worker, args=(_free_port(), queue), nprocs=2, join=True, start_method="spawn"
+    )
     results = [queue.get() for _ in range(2)]
     for _, got, idle_dice in results:
         assert got.keys() == expected.keys()
         for key, value in expected.items():
-            torch.testing.assert_close(torch.tensor(got[key]), torch.tensor(value),
-                                       equal_nan=True, rtol=1e-5, atol=1e-6, msg=key)
+            torch.testing.assert_close(
+                torch.tensor(got[key]),
+                torch.tensor(value),
+                equal_nan=True,
+                rtol=1e-5,
+                atol=1e-6,
+                msg=key,
+            )
         assert idle_dice != idle_dice  # NaN: nothing updated on any rank

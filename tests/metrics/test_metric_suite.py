@@ -29,8 +29,19 @@ def test_keys_are_flat_scalars() -> None:
     target = layered_map()[None]
     suite.update(target.clone(), target)
     out = suite.compute()
-    for key in ["dice", "dice/RNFL", "iou/fluid", "volume/dice", "mad_um", "mad_um/ILM",
-                "bias_um/BM", "rmse_um", "max_um", "volume/mad_um", "pixel_accuracy"]:
+    for key in [
+        "dice",
+        "dice/RNFL",
+        "iou/fluid",
+        "volume/dice",
+        "mad_um",
+        "mad_um/ILM",
+        "bias_um/BM",
+        "rmse_um",
+        "max_um",
+        "volume/mad_um",
+        "pixel_accuracy",
+    ]:
         assert key in out, key
     assert all(v.ndim == 0 for v in out.values())
     assert out["dice"].item() == pytest.approx(1.0)
@@ -46,7 +57,10 @@ def test_dice_matches_monai_on_random_maps() -> None:
     suite.update(logits, target)
     out = suite.compute()
     pred = logits.argmax(1)
-    onehot = lambda x: torch.nn.functional.one_hot(x, NUM_CLASSES).permute(0, 3, 1, 2)
+
+    def onehot(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(x, NUM_CLASSES).permute(0, 3, 1, 2)
+
     ref = compute_dice(onehot(pred), onehot(target), include_background=True)  # [B, K]
     for c, name in enumerate(CLASS_NAMES):
         assert out[f"dice/{name}"].item() == pytest.approx(ref[:, c].nanmean().item(), abs=1e-6)
@@ -91,11 +105,12 @@ def test_volume_pools_counts_not_slice_scores() -> None:
     tp = (big == 0).sum() + (pred_small == 0).logical_and(small == 0).sum()
     fp = ((pred_small == 0) & (small != 0)).sum()
     fn = ((pred_small != 0) & (small == 0)).sum()
-    assert out["volume/dice/vitreous"].item() == pytest.approx((2 * tp / (2 * tp + fp + fn)).item())
+    assert out["volume/dice/vitreous"].item() == pytest.approx(
+        (2 * tp / (2 * tp + fp + fn)).item()
+    )
 
 
 def test_batch_equals_per_image_updates() -> None:
-    gen = torch.Generator().manual_seed(1)
     target = torch.stack([layered_map(shift=s) for s in (0, 1, 2)])
     pred = torch.stack([layered_map(shift=s) for s in (1, 1, -1)])
     pred[1, 20:30, 3:9] = 9
@@ -123,7 +138,9 @@ def test_bad_inputs_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="num_classes"):
         suite.update(torch.full((1, 4, 4), 12), torch.zeros(1, 4, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="same"):
-        suite.update(torch.zeros(1, 4, 5, dtype=torch.long), torch.zeros(1, 4, 4, dtype=torch.long))
+        suite.update(
+            torch.zeros(1, 4, 5, dtype=torch.long), torch.zeros(1, 4, 4, dtype=torch.long)
+        )
     with pytest.raises(ValueError, match="anatomy.ordered_labels"):
         MetricSuite(metrics=["boundary"], num_classes=3, anatomy={})
 
@@ -146,8 +163,11 @@ def test_class_absent_from_one_volume_is_nan_there_only() -> None:
     with_fluid[30:34, 5:10] = 9
     without = layered_map()
     suite = _suite(metrics=["overlap"])
-    suite.update(torch.stack([with_fluid, without]), torch.stack([with_fluid, without]),
-                 torch.tensor([0, 1]))
+    suite.update(
+        torch.stack([with_fluid, without]),
+        torch.stack([with_fluid, without]),
+        torch.tensor([0, 1]),
+    )
     out = suite.compute()
     assert out["volume/dice/fluid"].item() == 1.0  # volume 1 (no fluid) is NaN, left out
     assert out["dice/fluid"].item() == 1.0

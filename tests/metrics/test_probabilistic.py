@@ -27,8 +27,13 @@ def _case(seed: int, k: int = 4):
 def test_auc_ap_equal_sklearn_on_binned_scores_and_close_on_raw(seed: int) -> None:
     k, bins = 4, 1000
     probs, target = _case(seed, k)
-    suite = MetricSuite(metrics=["probabilistic"], num_classes=k, include_background=True,
-                        preds_are_probabilities=True, options={"probabilistic": {"num_bins": bins}})
+    suite = MetricSuite(
+        metrics=["probabilistic"],
+        num_classes=k,
+        include_background=True,
+        preds_are_probabilities=True,
+        options={"probabilistic": {"num_bins": bins}},
+    )
     suite.update(probs, target)
     out = suite.compute()
     valid = (target != 255).numpy()
@@ -39,7 +44,8 @@ def test_auc_ap_equal_sklearn_on_binned_scores_and_close_on_raw(seed: int) -> No
         binned = bin_maps[:, c][valid]
         assert out[f"auroc/class_{c}"].item() == pytest.approx(roc_auc_score(y, binned), abs=1e-6)
         assert out[f"ap/class_{c}"].item() == pytest.approx(
-            average_precision_score(y, binned), abs=1e-6)
+            average_precision_score(y, binned), abs=1e-6
+        )
         assert out[f"auroc/class_{c}"].item() == pytest.approx(roc_auc_score(y, p), abs=5e-3)
     onehot = np.eye(k)[np.where(valid, target.numpy(), 0)]
     brier = ((probs.permute(0, 2, 3, 1).numpy() - onehot) ** 2).sum(-1)[valid].mean()

@@ -63,7 +63,9 @@ class FluidFamily(MetricFamily):
         opts = dict(spec.options.get(self.name, {}))
         self.min_pixels = int(opts.pop("detection_min_pixels", 1))
         if opts:
-            raise ValueError(f"Unknown fluid options {sorted(opts)}; expected detection_min_pixels.")
+            raise ValueError(
+                f"Unknown fluid options {sorted(opts)}; expected detection_min_pixels."
+            )
         labels = spec.anatomy.get("fluid_labels") or []
         if not labels:
             raise ValueError(
@@ -92,8 +94,13 @@ class FluidFamily(MetricFamily):
         out.update(named("fluid_area_abs_err_mm2", nanmean0(err.abs()), self.names))
         out.update(named("fluid_area_bias_mm2", nanmean0(err), self.names))
         vol_area, _ = volume_sum(area, volume)
-        out.update(named("volume/fluid_area_abs_err_mm2",
-                         nanmean0((vol_area[..., 0] - vol_area[..., 1]).abs()), self.names))
+        out.update(
+            named(
+                "volume/fluid_area_abs_err_mm2",
+                nanmean0((vol_area[..., 0] - vol_area[..., 1]).abs()),
+                self.names,
+            )
+        )
         spacing_mm = self.spec.bscan_spacing_um
         vol_err = (vol_area[..., 0] - vol_area[..., 1]).abs() * (
             spacing_mm * 1e-3 if spacing_mm else float("nan")

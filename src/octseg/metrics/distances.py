@@ -31,7 +31,14 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from octseg.metrics._base import BatchContext, MetricFamily, SuiteSpec, nanmean0, named, volume_mean
+from octseg.metrics._base import (
+    BatchContext,
+    MetricFamily,
+    SuiteSpec,
+    nanmean0,
+    named,
+    volume_mean,
+)
 
 __all__ = ["label_boundaries", "compute_surface_distances", "DistanceFamily", "DISTANCE_METRICS"]
 
@@ -136,8 +143,9 @@ def compute_surface_distances(
         ValueError: on shape mismatch or an unknown ``assd_mode``.
     """
     if pred.shape != target.shape or pred.ndim != 2:
-        raise ValueError(f"pred and target must be [H, W] of equal size, got {pred.shape} and "
-                         f"{target.shape}.")
+        raise ValueError(
+            f"pred and target must be [H, W] of equal size, got {pred.shape} and {target.shape}."
+        )
     if assd_mode not in ("pooled", "mean_of_means"):
         raise ValueError(f"assd_mode must be 'pooled' or 'mean_of_means', got {assd_mode!r}.")
     target = target.astype(np.int64, copy=False)
@@ -216,8 +224,14 @@ class DistanceFamily(MetricFamily):
         target = ctx.target.detach().cpu().numpy()
         rows = [
             compute_surface_distances(
-                pred[b], target[b], self.classes, (self.spec.axial_um, self.spec.lateral_um),
-                self.spec.ignore_index, self.exclude_border, self.assd_mode, self.both_empty_value,
+                pred[b],
+                target[b],
+                self.classes,
+                (self.spec.axial_um, self.spec.lateral_um),
+                self.spec.ignore_index,
+                self.exclude_border,
+                self.assd_mode,
+                self.both_empty_value,
             )
             for b in range(pred.shape[0])
         ]
@@ -236,8 +250,11 @@ class DistanceFamily(MetricFamily):
         out: dict[str, Any] = {}
         for m, metric in enumerate(DISTANCE_METRICS):
             out.update(named(metric, nanmean0(usable[..., m]), self.names))
-            out.update(named("volume/" + metric, nanmean0(volume_mean(usable[..., m], volume)),
-                             self.names))
+            out.update(
+                named(
+                    "volume/" + metric, nanmean0(volume_mean(usable[..., m], volume)), self.names
+                )
+            )
         fails = failed[..., 0].sum(0).double()
         out.update({f"distance_failures/{n}": fails[i] for i, n in enumerate(self.names)})
         out["distance_failures"] = fails.sum()

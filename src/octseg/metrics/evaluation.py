@@ -45,8 +45,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PER_SCAN_COLUMNS = ["scan", "class", "dice", "iou", "precision", "recall", "specificity",
-                    "accuracy", "hd_um", "hd95_um", "assd_um", "class_name"]
+PER_SCAN_COLUMNS = [
+    "scan",
+    "class",
+    "dice",
+    "iou",
+    "precision",
+    "recall",
+    "specificity",
+    "accuracy",
+    "hd_um",
+    "hd95_um",
+    "assd_um",
+    "class_name",
+]
 BOUNDARY_COLUMNS = ["scan", "surface", "mad_um", "bias_um", "rmse_um", "max_um", "surface_name"]
 THICKNESS_COLUMNS = ["scan", "layer", "mean_abs_err_um", "layer_name"]
 LABEL_EXTENSIONS = (".png", ".npy")
@@ -99,8 +111,10 @@ def read_label_map(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: expected a 2-D label map [H, W], got shape {arr.shape}.")
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise ValueError(f"{path}: label maps must hold integer labels, got non-integer "
-                             "floats; save argmax labels, not probabilities.")
+            raise ValueError(
+                f"{path}: label maps must hold integer labels, got non-integer "
+                "floats; save argmax labels, not probabilities."
+            )
     elif arr.dtype.kind not in "iub":
         raise ValueError(f"{path}: unsupported dtype {arr.dtype} for a label map.")
     return arr.astype(np.int64)
@@ -114,12 +128,15 @@ def _index_folder(folder: Path, role: str) -> dict[str, Path]:
         if path.suffix.lower() not in LABEL_EXTENSIONS:
             continue
         if path.stem in files:
-            raise ValueError(f"{role} folder has both {files[path.stem].name} and {path.name}; "
-                             "keep one label map per scan.")
+            raise ValueError(
+                f"{role} folder has both {files[path.stem].name} and {path.name}; "
+                "keep one label map per scan."
+            )
         files[path.stem] = path
     if not files:
-        raise FileNotFoundError(f"No label maps ({', '.join(LABEL_EXTENSIONS)}) in {role} "
-                                f"folder {folder}.")
+        raise FileNotFoundError(
+            f"No label maps ({', '.join(LABEL_EXTENSIONS)}) in {role} folder {folder}."
+        )
     return files
 
 
@@ -165,15 +182,21 @@ def load_prediction_folders(
         pred_path = preds[stem]
         pred, target = read_label_map(pred_path), read_label_map(ref_path)
         if pred.shape != target.shape:
-            raise ValueError(f"{pred_path} is {pred.shape} but its reference {ref_path} is "
-                             f"{target.shape}; predict at the scan's original size.")
+            raise ValueError(
+                f"{pred_path} is {pred.shape} but its reference {ref_path} is "
+                f"{target.shape}; predict at the scan's original size."
+            )
         if pred.min() < 0 or pred.max() >= num_classes:
-            raise ValueError(f"{pred_path}: labels span [{pred.min()}, {pred.max()}] but "
-                             f"num_classes={num_classes}; labels must lie in [0, {num_classes}).")
+            raise ValueError(
+                f"{pred_path}: labels span [{pred.min()}, {pred.max()}] but "
+                f"num_classes={num_classes}; labels must lie in [0, {num_classes})."
+            )
         annotated = target[target != ignore_index] if ignore_index is not None else target
         if annotated.size and (annotated.min() < 0 or annotated.max() >= num_classes):
-            raise ValueError(f"{ref_path}: labels span [{annotated.min()}, {annotated.max()}] "
-                             f"(ignore_index={ignore_index}) but num_classes={num_classes}.")
+            raise ValueError(
+                f"{ref_path}: labels span [{annotated.min()}, {annotated.max()}] "
+                f"(ignore_index={ignore_index}) but num_classes={num_classes}."
+            )
         scans.append(ScanPrediction(stem, volume_id_fn(stem), pred, target))
     return scans
 
@@ -216,20 +239,25 @@ class EvaluationResult:
         """Writes the report files atomically into ``out_dir``; returns their paths."""
         out = Path(out_dir)
         paths = {
-            "metrics": atomic_write_json(out / "metrics.json", {
-                "dataset": self.dataset, "volumes": self.volumes, "settings": self.settings}),
+            "metrics": atomic_write_json(
+                out / "metrics.json",
+                {"dataset": self.dataset, "volumes": self.volumes, "settings": self.settings},
+            ),
             "per_scan": atomic_write_csv(out / "per_scan.csv", self.per_scan, PER_SCAN_COLUMNS),
         }
         if self.boundaries:
-            paths["boundaries"] = atomic_write_csv(out / "boundaries.csv", self.boundaries,
-                                                   BOUNDARY_COLUMNS)
+            paths["boundaries"] = atomic_write_csv(
+                out / "boundaries.csv", self.boundaries, BOUNDARY_COLUMNS
+            )
         if self.thickness:
-            paths["thickness"] = atomic_write_csv(out / "thickness.csv", self.thickness,
-                                                  THICKNESS_COLUMNS)
+            paths["thickness"] = atomic_write_csv(
+                out / "thickness.csv", self.thickness, THICKNESS_COLUMNS
+            )
         return paths
 
-    def format_table(self, metrics: Sequence[str] = ("dice", "iou", "precision", "recall",
-                                                       "hd95_um", "assd_um")) -> str:
+    def format_table(
+        self, metrics: Sequence[str] = ("dice", "iou", "precision", "recall", "hd95_um", "assd_um")
+    ) -> str:
         """A per-class text table of dataset aggregates (plus the foreground mean)."""
         cols = [m for m in metrics if m in self.dataset]
         width = max([len(n) for n in self.class_names] + [10])
@@ -277,12 +305,21 @@ def evaluate_label_maps(
     first = next(iterator, None)
     if first is None:
         raise ValueError("No scans to evaluate; check pred_dir/gt_dir or the test split.")
-    families = list(metrics) if metrics is not None else default_families(
-        anatomy, first.probs is not None)
+    families = (
+        list(metrics)
+        if metrics is not None
+        else default_families(anatomy, first.probs is not None)
+    )
     suite_kwargs.setdefault("preds_are_probabilities", True)  # ScanPrediction.probs
-    suite = MetricSuite(metrics=families, num_classes=num_classes, class_names=class_names,
-                        ignore_index=ignore_index, spacing_um=spacing_um, anatomy=anatomy,
-                        **suite_kwargs)
+    suite = MetricSuite(
+        metrics=families,
+        num_classes=num_classes,
+        class_names=class_names,
+        ignore_index=ignore_index,
+        spacing_um=spacing_um,
+        anatomy=anatomy,
+        **suite_kwargs,
+    )
     case_ids: list[str] = []
     volume_ids: dict[str, int] = {}
     for scan in _chain(first, iterator):
@@ -294,32 +331,54 @@ def evaluate_label_maps(
         case_ids.append(scan.case_id)
     dataset = {k: _float(v) for k, v in suite.compute().items()}
     volumes = {
-        name: {k: _float(v) for k, v in suite.compute_subset(suite.volume_index_rows == idx).items()}
+        name: {
+            k: _float(v) for k, v in suite.compute_subset(suite.volume_index_rows == idx).items()
+        }
         for name, idx in volume_ids.items()
     }
     names = suite.spec.class_names
     tables = suite.per_scan()
     per_scan = _per_scan_rows(case_ids, names, tables)
-    result = EvaluationResult(dataset, volumes, per_scan, class_names=names, settings={
-        "metrics": families, "num_classes": num_classes, "spacing_um": list(spacing_um),
-        "ignore_index": ignore_index, "num_scans": len(case_ids), "class_names": names,
-    })
+    result = EvaluationResult(
+        dataset,
+        volumes,
+        per_scan,
+        class_names=names,
+        settings={
+            "metrics": families,
+            "num_classes": num_classes,
+            "spacing_um": list(spacing_um),
+            "ignore_index": ignore_index,
+            "num_scans": len(case_ids),
+            "class_names": names,
+        },
+    )
     if "boundary" in tables:
         fam = suite.families["boundary"]
         b = tables["boundary"]
         result.boundaries = [
-            {"scan": cid, "surface": s, "surface_name": sname,
-             **{k: _float(b[k][i, s]) for k in ("mad_um", "bias_um", "rmse_um", "max_um")}}
-            for i, cid in enumerate(case_ids) for s, sname in enumerate(fam.surface_names)
+            {
+                "scan": cid,
+                "surface": s,
+                "surface_name": sname,
+                **{k: _float(b[k][i, s]) for k in ("mad_um", "bias_um", "rmse_um", "max_um")},
+            }
+            for i, cid in enumerate(case_ids)
+            for s, sname in enumerate(fam.surface_names)
         ]
     if "thickness" in tables:
         fam = suite.families["thickness"]
         t = tables["thickness"]["mean_abs_err_um"]
         layers = [int(v) for v in suite.spec.anatomy["layer_labels"]]
         result.thickness = [
-            {"scan": cid, "layer": lab, "layer_name": fam.layer_names[j],
-             "mean_abs_err_um": _float(t[i, j])}
-            for i, cid in enumerate(case_ids) for j, lab in enumerate(layers)
+            {
+                "scan": cid,
+                "layer": lab,
+                "layer_name": fam.layer_names[j],
+                "mean_abs_err_um": _float(t[i, j]),
+            }
+            for i, cid in enumerate(case_ids)
+            for j, lab in enumerate(layers)
         ]
     return result
 

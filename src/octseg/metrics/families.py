@@ -179,8 +179,12 @@ class ThicknessFamily(MetricFamily):
         stats = states["stats"]
         total = stats.sum(0)
         out: dict[str, Any] = {}
-        out.update(named("thickness_mae_um", _safe_div(total[:, 0], total[:, 2]), self.layer_names))
-        out.update(named("thickness_bias_um", _safe_div(total[:, 1], total[:, 2]), self.layer_names))
+        out.update(
+            named("thickness_mae_um", _safe_div(total[:, 0], total[:, 2]), self.layer_names)
+        )
+        out.update(
+            named("thickness_bias_um", _safe_div(total[:, 1], total[:, 2]), self.layer_names)
+        )
         vol, _ = volume_sum(stats, volume)
         out.update(
             named(

@@ -27,8 +27,13 @@ from octseg.metrics._base import BatchContext, MetricFamily, SuiteSpec, named
 #: without a clamp pass; the bin edges move by less than 1e-6 of a bin.
 _SHRINK = 1.0 - 1e-6
 
-__all__ = ["probability_histogram", "score_bins", "auroc_from_histogram", "ap_from_histogram",
-           "ProbabilisticFamily"]
+__all__ = [
+    "probability_histogram",
+    "score_bins",
+    "auroc_from_histogram",
+    "ap_from_histogram",
+    "ProbabilisticFamily",
+]
 
 
 def probability_histogram(
@@ -143,7 +148,11 @@ class ProbabilisticFamily(MetricFamily):
                 "pixels": torch.zeros(1, dtype=torch.float64, device=dev),
             }
         probs, target = ctx.probs.float(), ctx.target
-        if probs.shape[1] != k or probs.shape[0] != target.shape[0] or probs.shape[2:] != target.shape[1:]:
+        if (
+            probs.shape[1] != k
+            or probs.shape[0] != target.shape[0]
+            or probs.shape[2:] != target.shape[1:]
+        ):
             raise ValueError(
                 f"probs must be [B, {k}, H, W] matching target {tuple(target.shape)}, got "
                 f"{tuple(probs.shape)}."

@@ -175,8 +175,9 @@ class MetricSuite(Metric):
                 self._row_shapes[key] = (tuple(shape), torch.float64)
             for state, shape in family.sum_states().items():
                 key = f"{fam_name}__{state}"
-                self.add_state(key, default=torch.zeros(shape, dtype=torch.float64),
-                               dist_reduce_fx="sum")
+                self.add_state(
+                    key, default=torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum"
+                )
                 self._sum_names.append(key)
 
     def _rows(self, key: str) -> torch.Tensor:
@@ -263,9 +264,12 @@ class MetricSuite(Metric):
 
     def _family_states(self, fam_name: str) -> dict[str, torch.Tensor]:
         prefix = f"{fam_name}__"
-        states = {k[len(prefix):]: self._rows(k) for k in self._row_shapes if k.startswith(prefix)}
-        states.update({k[len(prefix):]: getattr(self, k) for k in self._sum_names
-                       if k.startswith(prefix)})
+        states = {
+            k[len(prefix) :]: self._rows(k) for k in self._row_shapes if k.startswith(prefix)
+        }
+        states.update(
+            {k[len(prefix) :]: getattr(self, k) for k in self._sum_names if k.startswith(prefix)}
+        )
         return states
 
     def compute(self) -> dict[str, torch.Tensor]:

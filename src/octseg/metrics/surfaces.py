@@ -52,8 +52,7 @@ def label_ranks(
     lo, hi = (int(v) for v in torch.aminmax(labels)) if labels.numel() else (0, 0)
     if lo < 0:
         raise ValueError(f"labels must be non-negative, got {lo}.")
-    lut = torch.full((max(hi + 1, max(ordered_labels) + 1),), -1, dtype=torch.int32,
-                     device=device)
+    lut = torch.full((max(hi + 1, max(ordered_labels) + 1),), -1, dtype=torch.int32, device=device)
     lut[torch.as_tensor(list(ordered_labels), device=device)] = torch.arange(
         len(ordered_labels), dtype=torch.int32, device=device
     )
