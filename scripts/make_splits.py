@@ -49,8 +49,12 @@ def build_splits() -> dict[str, dict]:
             "description": "Y-Net official split (Farshad et al. 2022): train 1-6, val 7-8, "
             "test 9-10.",
             "folds": [
-                {"fold": 0, "train": subjects(*range(1, 7)), "val": subjects(7, 8),
-                 "test": subjects(9, 10)}  # fmt: skip
+                {
+                    "fold": 0,
+                    "train": subjects(*range(1, 7)),
+                    "val": subjects(7, 8),
+                    "test": subjects(9, 10),
+                }  # fmt: skip
             ],
         },
         "relaynet": {

@@ -32,7 +32,9 @@ requires_export = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("duke")
-    return prepare_duke(write_release(root / "release"), root / "duke_dme", ignore_index=254).out_dir
+    return prepare_duke(
+        write_release(root / "release"), root / "duke_dme", ignore_index=254
+    ).out_dir
 
 
 def png_export(folder: Path, n_subjects: int = 10, width: int = 30) -> Path:
@@ -118,9 +120,7 @@ def test_split_errors(tmp_path: Path) -> None:
         DukeDataModule(folder, split="ynet").setup()
 
 
-@pytest.mark.parametrize(
-    ("split", "n_folds"), [("ynet", 1), ("relaynet", 1), ("kfold", 5)]
-)
+@pytest.mark.parametrize(("split", "n_folds"), [("ynet", 1), ("relaynet", 1), ("kfold", 5)])
 def test_published_splits_are_disjoint_by_subject(split: str, n_folds: int) -> None:
     spec = json.loads((SPLIT_DIR / f"{split}.json").read_text())
     assert len(spec["folds"]) == n_folds
@@ -175,7 +175,9 @@ def test_one_training_step_on_real_data() -> None:
     optimiser = torch.optim.Adam(net.parameters(), lr=1e-2)
     losses = []
     for _ in range(2):
-        loss = torch.nn.functional.cross_entropy(net(batch["image"]), batch["mask"], ignore_index=255)
+        loss = torch.nn.functional.cross_entropy(
+            net(batch["image"]), batch["mask"], ignore_index=255
+        )
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

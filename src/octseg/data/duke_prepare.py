@@ -243,7 +243,11 @@ def rasterise_bscan(
 
 
 def check_prepared_bscan(
-    name: str, image: np.ndarray, mask: np.ndarray, boundaries: np.ndarray | None, ignore_index: int
+    name: str,
+    image: np.ndarray,
+    mask: np.ndarray,
+    boundaries: np.ndarray | None,
+    ignore_index: int,
 ) -> None:
     """Checks one prepared B-scan: sizes, label range, and top-to-bottom label order per column.
 
@@ -258,14 +262,18 @@ def check_prepared_bscan(
         )
     bad = np.setdiff1d(np.unique(mask), [*range(FLUID_LABEL + 1), ignore_index])
     if bad.size:
-        raise ValueError(f"{name}: labels {bad.tolist()} outside 0..{FLUID_LABEL} and {ignore_index}.")
+        raise ValueError(
+            f"{name}: labels {bad.tolist()} outside 0..{FLUID_LABEL} and {ignore_index}."
+        )
     layers = mask.astype(np.int64)
     layers[(mask == FLUID_LABEL) | (mask == ignore_index)] = -1
     # Within a column, non-fluid labels must never decrease downwards: carry the running max.
     running = np.maximum.accumulate(layers, axis=0)
     if np.any((layers >= 0) & (layers < running)):
         cols = np.unique(np.nonzero((layers >= 0) & (layers < running))[1])
-        raise ValueError(f"{name}: labels out of top-to-bottom order in columns {cols[:10].tolist()}.")
+        raise ValueError(
+            f"{name}: labels out of top-to-bottom order in columns {cols[:10].tolist()}."
+        )
 
 
 def _marker_settings(grader: int, mode: str, ignore_index: int, subjects: Sequence[int]) -> dict:
@@ -299,7 +307,9 @@ def _prepare_subject(
     height, width, _ = images.shape
     traced_bscans = [i for i in range(layers.shape[2]) if np.isfinite(layers[:, :, i]).any()]
     if not traced_bscans:
-        raise ValueError(f"{member}: grader {grader} traced no B-scan (manualLayers{grader} is all NaN).")
+        raise ValueError(
+            f"{member}: grader {grader} traced no B-scan (manualLayers{grader} is all NaN)."
+        )
     traced_cols = np.isfinite(layers[:, :, traced_bscans]).any(axis=(0, 2))
     if mode == "crop":  # the subject's traced column range, as the Y-Net style export crops
         cols = np.nonzero(traced_cols)[0]
@@ -375,7 +385,9 @@ def prepare_duke(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
     if 0 <= ignore_index <= FLUID_LABEL or not 0 <= ignore_index <= 255:
-        raise ValueError(f"ignore_index must be in 10..255 (not a class label), got {ignore_index}.")
+        raise ValueError(
+            f"ignore_index must be in 10..255 (not a class label), got {ignore_index}."
+        )
     subjects = sorted({int(s) for s in subjects})
     if not subjects or not set(subjects) <= set(SUBJECTS):
         raise ValueError(f"subjects must be a non-empty subset of 1..10, got {subjects}.")
@@ -412,7 +424,9 @@ def prepare_duke(
     summary = PrepareSummary(str(out_dir), grader, mode, ignore_index, subjects)
     rows = []
     for subject in subjects:
-        log.info("Preparing Subject_%02d (grader %d, %s) from %s", subject, grader, mode, files[subject])
+        log.info(
+            "Preparing Subject_%02d (grader %d, %s) from %s", subject, grader, mode, files[subject]
+        )
         for name, image, mask, bounds, row in _prepare_subject(
             source, files[subject], subject, grader, mode, ignore_index
         ):

@@ -123,9 +123,7 @@ def build_augmentation(
         stages.append(A.RandomGamma(gamma_limit=tuple(float(g) for g in gamma), p=gamma_p))
     if speckle is not None:
         low, high = (float(s) for s in speckle)
-        stages.append(
-            A.MultiplicativeNoise(multiplier=(low, high), elementwise=True, p=speckle_p)
-        )
+        stages.append(A.MultiplicativeNoise(multiplier=(low, high), elementwise=True, p=speckle_p))
     if crop_size is not None:
         size = [int(s) for s in crop_size]
         if len(size) != 2 or min(size) < 1:
