@@ -53,6 +53,8 @@ class BatchContext:
         self.volume_index = volume_index
         self.probs = probs
         self.cache: dict[str, Any] = {}
+        #: set once the label ranges were validated (by the overlap family or the suite)
+        self.labels_checked = False
 
     @property
     def batch_size(self) -> int:
@@ -64,8 +66,16 @@ class BatchContext:
             from octseg.metrics.surfaces import label_ranks
 
             ordered = self.spec.anatomy["ordered_labels"]
-            rank_true, defined = label_ranks(self.target, ordered)
-            rank_pred, _ = label_ranks(self.pred, ordered)
+            target = self.target
+            ignore = self.spec.ignore_index
+            if ignore is not None and ignore < 0:  # ranks need non-negative labels
+                target = target.masked_fill(target == ignore, self.spec.num_classes)
+                ignore = self.spec.num_classes
+            checked = self.labels_checked  # ranges validated: skip the min/max passes
+            k = self.spec.num_classes
+            top_true = max(k - 1, ignore or 0) if checked else None
+            rank_true, defined = label_ranks(target, ordered, max_label=top_true)
+            rank_pred, _ = label_ranks(self.pred, ordered, max_label=k - 1 if checked else None)
             self.cache["ranks"] = (rank_pred, rank_true, defined)
         return self.cache["ranks"]
 

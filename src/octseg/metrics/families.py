@@ -64,6 +64,7 @@ class OverlapFamily(MetricFamily):
         counts = confusion_counts(
             ctx.pred, ctx.target, self.spec.num_classes, self.spec.ignore_index
         )
+        ctx.labels_checked = True  # confusion_counts validated both label ranges
         return {"counts": counts.double()}
 
     def _scores(self, counts: torch.Tensor) -> dict[str, torch.Tensor]:

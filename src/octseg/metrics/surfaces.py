@@ -36,22 +36,26 @@ __all__ = [
 
 
 def label_ranks(
-    labels: torch.Tensor, ordered_labels: Sequence[int]
+    labels: torch.Tensor, ordered_labels: Sequence[int], max_label: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ranks of the ordered regions, with other labels filled from the nearest ordered pixel.
 
     Args:
         labels: integer label maps ``[B, H, W]`` (non-negative).
         ordered_labels: region labels top to bottom.
+        max_label: an upper bound of the labels when the caller knows it (skips a pass).
 
     Returns:
         ``(rank, column_defined)``: int32 ``[B, H, W]`` ranks in ``[0, R)`` and bool ``[B, W]``
         telling which columns hold at least one ordered pixel (other columns get rank 0).
     """
     device = labels.device
-    lo, hi = (int(v) for v in torch.aminmax(labels)) if labels.numel() else (0, 0)
-    if lo < 0:
-        raise ValueError(f"labels must be non-negative, got {lo}.")
+    if max_label is None:
+        lo, hi = (int(v) for v in torch.aminmax(labels)) if labels.numel() else (0, 0)
+        if lo < 0:
+            raise ValueError(f"labels must be non-negative, got {lo}.")
+    else:
+        hi = int(max_label)
     lut = torch.full((max(hi + 1, max(ordered_labels) + 1),), -1, dtype=torch.int32, device=device)
     lut[torch.as_tensor(list(ordered_labels), device=device)] = torch.arange(
         len(ordered_labels), dtype=torch.int32, device=device
