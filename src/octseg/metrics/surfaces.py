@@ -19,6 +19,7 @@ excluded from every error.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -33,6 +34,14 @@ __all__ = [
     "topology_violation_counts",
     "thickness_profiles",
 ]
+
+
+@functools.lru_cache(maxsize=32)
+def _rank_lut(ordered: tuple[int, ...], size: int, device: torch.device) -> torch.Tensor:
+    """int32 lookup table label -> rank (-1 for labels that are not ordered regions)."""
+    lut = torch.full((size,), -1, dtype=torch.int32, device=device)
+    lut[list(ordered)] = torch.arange(len(ordered), dtype=torch.int32, device=device)
+    return lut
 
 
 def label_ranks(
@@ -56,9 +65,8 @@ def label_ranks(
             raise ValueError(f"labels must be non-negative, got {lo}.")
     else:
         hi = int(max_label)
-    lut = torch.full((max(hi + 1, max(ordered_labels) + 1),), -1, dtype=torch.int32, device=device)
-    lut[torch.as_tensor(list(ordered_labels), device=device)] = torch.arange(
-        len(ordered_labels), dtype=torch.int32, device=device
+    lut = _rank_lut(
+        tuple(int(v) for v in ordered_labels), max(hi + 1, max(ordered_labels) + 1), device
     )
     # index_select on the flat map is several times faster than fancy indexing on CPU, and
     # min/max reductions over rows are ~8x faster than any/all on bool maps.
@@ -67,8 +75,10 @@ def label_ranks(
     needs_fill = rank.amin(dim=1) < 0  # [B, W] columns holding unknown pixels
     if not bool(needs_fill.any()):
         return rank, column_defined
-    # Fill only the columns that hold unknown pixels (fluid is usually in a few columns).
-    cols = rank.transpose(1, 2)[needs_fill]  # [n, H] copies of those columns
+    # Fill only the columns that hold unknown pixels (fluid is usually in a few columns);
+    # ``rank`` is our own fresh tensor, so the filled columns are written back in place.
+    b_idx, w_idx = needs_fill.nonzero(as_tuple=True)
+    cols = rank[b_idx, :, w_idx]  # [n, H]
     col_known = cols >= 0
     height = labels.shape[1]
     # int32 positions: cummax/cummin on int32 is ~5x faster than on int64 on CPU.
@@ -82,8 +92,7 @@ def label_ranks(
     rank_below = cols.gather(1, below.clamp_max(height - 1).long())
     use_above = has_above & (~has_below | ((rows - above) <= (below - rows)))
     filled = torch.where(use_above, rank_above, torch.where(has_below, rank_below, 0))
-    rank = rank.clone()
-    rank.transpose(1, 2)[needs_fill] = filled
+    rank[b_idx, :, w_idx] = filled
     return rank, column_defined
 
 
