@@ -216,7 +216,8 @@ def profile_model(
     bf16: bool = False,
     memory: bool = True,
 ) -> dict[str, Any]:
-    """All figures for one model config, measured in the current process (memory first).
+    """All figures for one model config, measured in the current process (memory first;
+    ``memory=False`` drops the figure, e.g. when earlier work in the process skews RSS).
 
     Returns:
         ``{"model", "params", "flops", "cpu_fwd_ms", "cpu_fwdbwd_ms", "peak_mem_mb", ...}``.
@@ -224,16 +225,27 @@ def profile_model(
     torch.manual_seed(0)
     net = build_model_net(name)
     row: dict[str, Any] = {"model": name, "params": count_parameters(net)}
+    # Training-mode passes run at batch 1 unless the net cannot (BatchNorm after a global pooling,
+    # e.g. DeepLabV3+'s ASPP, needs 2 samples); the figures stay per sample.
+    train_batch = 1
     padded = _prepare(net, channels_last).train()
-    x = _input((1, *shape[1:]), channels_last)
-    row["peak_mem_mb"] = (
-        round(peak_rss_delta_mb(lambda: _train_step(padded, x, bf16)), 1) if memory else None
-    )
+    try:
+        x = _input((1, *shape[1:]), channels_last)
+        mem = peak_rss_delta_mb(lambda: _train_step(padded, x, bf16))
+    except ValueError as err:
+        if "more than 1 value per channel" not in str(err):
+            raise
+        train_batch = 2
+        x = _input((2, *shape[1:]), channels_last)
+        mem = peak_rss_delta_mb(lambda: _train_step(padded, x, bf16)) / 2
+    row["peak_mem_mb"] = round(mem, 1) if memory else None
     row["flops"] = count_flops(net, shape)
     row["cpu_fwd_ms"] = round(time_forward(net, shape, repeats, 1, channels_last, bf16), 1)
+    fwdbwd_shape = (max(shape[0], train_batch), *shape[1:])
     row["cpu_fwdbwd_ms"] = round(
-        time_forward_backward(net, shape, repeats, 1, channels_last, bf16), 1
+        time_forward_backward(net, fwdbwd_shape, repeats, 1, channels_last, bf16), 1
     )
+    row["train_batch"] = fwdbwd_shape[0]
     row.update(
         input_shape=list(shape),
         threads=torch.get_num_threads(),
