@@ -30,4 +30,7 @@ def inverse_sqrt_weights(frequencies: Sequence[float]) -> list[float]:
 def register_resolvers() -> None:
     """Registers ``${inv_sqrt:list}``; safe to call more than once."""
     if not OmegaConf.has_resolver("inv_sqrt"):
-        OmegaConf.register_new_resolver("inv_sqrt", inverse_sqrt_weights)
+        # A resolver must return a config node (not a plain list) to be stored in a config.
+        OmegaConf.register_new_resolver(
+            "inv_sqrt", lambda freqs: OmegaConf.create(inverse_sqrt_weights(freqs))
+        )
