@@ -171,3 +171,21 @@ def test_class_absent_from_one_volume_is_nan_there_only() -> None:
     out = suite.compute()
     assert out["volume/dice/fluid"].item() == 1.0  # volume 1 (no fluid) is NaN, left out
     assert out["dice/fluid"].item() == 1.0
+
+
+def test_pooled_keys_sum_counts_over_all_volumes() -> None:
+    """``pooled/`` scores come from confusion counts summed over every scan of every volume."""
+    a, b = layered_map(), layered_map(shift=1)
+    pa, pb = layered_map(shift=1), layered_map(shift=3)
+    suite = _suite(metrics=["overlap"])
+    suite.update(torch.stack([pa, pb]), torch.stack([a, b]), torch.tensor([0, 1]))
+    out = suite.compute()
+    preds, targets = torch.stack([pa, pb]), torch.stack([a, b])
+    for label, name in ((1, "RNFL"), (5, "ONL")):
+        tp = ((preds == label) & (targets == label)).sum()
+        fp = ((preds == label) & (targets != label)).sum()
+        fn = ((preds != label) & (targets == label)).sum()
+        expected = (2 * tp / (2 * tp + fp + fn)).item()
+        assert out[f"pooled/dice/{name}"].item() == pytest.approx(expected)
+    # Two volumes of one scan each: pooled differs from the mean over volumes.
+    assert out["pooled/dice"].item() != pytest.approx(out["volume/dice"].item(), rel=1e-9)

@@ -3,6 +3,7 @@ aggregation helpers (per-scan means and per-volume pooling)."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,7 +95,7 @@ class BatchContext:
         return self.cache["surfaces"]
 
 
-class MetricFamily:
+class MetricFamily(ABC):
     """Interface of one family of metrics inside a :class:`MetricSuite`.
 
     ``row_states`` maps a state name to the trailing shape of its per-image rows (concatenated
@@ -113,13 +114,13 @@ class MetricFamily:
     def sum_states(self) -> dict[str, tuple[int, ...]]:
         return {}
 
+    @abstractmethod
     def update(self, ctx: BatchContext) -> dict[str, torch.Tensor]:
         """Returns the new rows ``[B, ...]`` of each row state and increments of sum states."""
-        raise NotImplementedError
 
+    @abstractmethod
     def compute(self, states: dict[str, torch.Tensor], volume: torch.Tensor) -> dict[str, Any]:
         """Flat ``{key: scalar tensor}`` aggregates from the accumulated states."""
-        raise NotImplementedError
 
     def per_scan(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-scan values ``{name: [N, C]}`` for reports (default: none)."""

@@ -77,7 +77,15 @@ class OverlapFamily(MetricFamily):
         counts = states["counts"]
         vol_counts, _ = volume_sum(counts, volume)
         out: dict[str, Any] = {}
-        for prefix, scores in (("", self._scores(counts)), ("volume/", self._scores(vol_counts))):
+        # "" = mean of per-scan scores; "volume/" = counts pooled per volume, then averaged over
+        # volumes; "pooled/" = counts pooled over the whole set (one score per class, as papers
+        # that report "Dice over the test set" compute it).
+        pooled = counts.sum(0, keepdim=True)
+        for prefix, scores in (
+            ("", self._scores(counts)),
+            ("volume/", self._scores(vol_counts)),
+            ("pooled/", self._scores(pooled)),
+        ):
             for metric in OVERLAP_METRICS:
                 out.update(
                     named(
