@@ -16,7 +16,19 @@ from torch import nn
 
 from octseg.models.base import SegOutput
 
-__all__ = ["DiceCELoss", "DeepSupervisionLoss", "masked_one_hot"]
+__all__ = ["DiceCELoss", "DeepSupervisionLoss", "check_labels", "masked_one_hot"]
+
+
+def check_labels(target: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+    """Raises a ValueError naming the offending labels if ``target`` holds labels outside
+    ``0..num_classes-1`` other than ``ignore_index``."""
+    bad_mask = ((target >= num_classes) | (target < 0)) & (target != ignore_index)
+    if bool(bad_mask.any()):
+        bad = torch.unique(target[bad_mask]).tolist()
+        raise ValueError(
+            f"Mask holds labels {bad} outside 0..{num_classes - 1} (ignore_index={ignore_index}); "
+            "check dataset.num_classes and dataset.ignore_index."
+        )
 
 
 def masked_one_hot(
@@ -24,14 +36,9 @@ def masked_one_hot(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One-hot encodes ``target [B,H,W]`` to ``[B,K,H,W]`` with all-zero vectors at ignored
     pixels, and returns it with the float valid mask ``[B,1,H,W]``."""
+    check_labels(target, num_classes, ignore_index)
     valid = target != ignore_index
     safe = torch.where(valid, target, torch.zeros_like(target))
-    if bool((safe >= num_classes).any()) or bool((safe < 0).any()):
-        bad = torch.unique(safe[(safe >= num_classes) | (safe < 0)]).tolist()
-        raise ValueError(
-            f"Mask holds labels {bad} outside 0..{num_classes - 1} (ignore_index={ignore_index}); "
-            "check dataset.num_classes and dataset.ignore_index."
-        )
     one_hot = F.one_hot(safe, num_classes).permute(0, 3, 1, 2).to(torch.float32)
     valid_f = valid.unsqueeze(1).to(torch.float32)
     return one_hot * valid_f, valid_f
@@ -79,6 +86,7 @@ class DiceCELoss(nn.Module):
     def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Loss of raw ``logits [B,K,H,W]`` against ``target [B,H,W]``."""
         logits = logits.float()
+        check_labels(target, logits.shape[1], self.ignore_index)
         loss = logits.new_zeros(())
         if self.ce_weight:
             ce = F.cross_entropy(

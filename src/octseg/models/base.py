@@ -7,7 +7,7 @@ regularisers). Never a softmax: losses and metrics apply it themselves.
 Networks also declare their input policy as class attributes, read by
 :class:`octseg.models.wrappers.PadToDivisor`:
 
-* ``size_divisor`` (int): H and W must be multiples of it (1 = any size);
+* ``size_divisor`` (int, or ``(div_h, div_w)``): H and W must be multiples of it (1 = any size);
 * ``requires_square`` (bool): H must equal W.
 """
 

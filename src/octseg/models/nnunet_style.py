@@ -163,8 +163,8 @@ class NnUNetStyleDynUNet(nn.Module):
     ) -> None:
         super().__init__()
         self.plan = plan_2d(median_shape, spacing)
-        # PadToDivisor pads both axes to one divisor: the larger of the two.
-        self.size_divisor = max(self.plan.divisor)
+        # Per-axis pooling divisor, e.g. (128, 64): PadToDivisor pads each axis to its own.
+        self.size_divisor = tuple(self.plan.divisor)
         n_up = len(self.plan.strides) - 1
         heads = n_up - 2 if deep_supr_num is None else int(deep_supr_num)
         self.deep_supervision = deep_supervision and heads > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,14 +24,25 @@ def _crop_like(value: object, h: int, w: int, full_h: int, full_w: int) -> objec
     return value
 
 
+def _per_axis(divisor: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(divisor, int):
+        return divisor, divisor
+    dh, dw = (int(d) for d in divisor)
+    return dh, dw
+
+
 def pad_to_divisor(
-    x: torch.Tensor, divisor: int, square: bool = False, mode: str = "reflect"
+    x: torch.Tensor,
+    divisor: int | tuple[int, int],
+    square: bool = False,
+    mode: str = "reflect",
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pads ``x [B, C, H, W]`` at the bottom and right to multiples of ``divisor``.
 
     Args:
         x: input batch.
-        divisor: H and W are padded up to multiples of it.
+        divisor: H and W are padded up to multiples of it; a pair ``(div_h, div_w)`` sets
+            each axis (networks with anisotropic pooling, e.g. nnU-Net-style plans).
         square: also pad the shorter side so that H == W.
         mode: ``"reflect"`` (falls back to ``"replicate"`` where the pad exceeds the size) or
             ``"constant"`` (zeros).
@@ -38,10 +51,12 @@ def pad_to_divisor(
         The padded batch and the original ``(H, W)``.
     """
     h, w = x.shape[-2:]
-    ph = -h % divisor
-    pw = -w % divisor
+    div_h, div_w = _per_axis(divisor)
+    ph = -h % div_h
+    pw = -w % div_w
     if square:
         side = max(h + ph, w + pw)
+        side += -side % math.lcm(div_h, div_w)
         ph, pw = side - h, side - w
     if ph == 0 and pw == 0:
         return x, (h, w)
@@ -60,7 +75,7 @@ class PadToDivisor(nn.Module):
     Args:
         net: the network; its ``size_divisor`` and ``requires_square`` class attributes are read
             unless given here.
-        size_divisor: overrides ``net.size_divisor``.
+        size_divisor: overrides ``net.size_divisor`` (an int, or ``(div_h, div_w)``).
         requires_square: overrides ``net.requires_square``.
         mode: padding mode, see :func:`pad_to_divisor`.
     """
@@ -68,13 +83,14 @@ class PadToDivisor(nn.Module):
     def __init__(
         self,
         net: nn.Module,
-        size_divisor: int | None = None,
+        size_divisor: int | tuple[int, int] | None = None,
         requires_square: bool | None = None,
         mode: str = "reflect",
     ) -> None:
         super().__init__()
         self.net = net
-        self.size_divisor = int(size_divisor or getattr(net, "size_divisor", 1))
+        divisor = size_divisor or getattr(net, "size_divisor", 1)
+        self.size_divisor = _per_axis(divisor)
         self.requires_square = bool(
             getattr(net, "requires_square", False) if requires_square is None else requires_square
         )

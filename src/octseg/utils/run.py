@@ -29,7 +29,7 @@ def check_model_dataset(net: nn.Module, in_channels: int, num_classes: int, mode
         ValueError: naming both settings when they disagree.
     """
     wrapped = net if isinstance(net, PadToDivisor) else PadToDivisor(net)
-    side = max(64, wrapped.size_divisor)
+    side = max(64, *wrapped.size_divisor)
     was_training = net.training
     net.eval()
     try:

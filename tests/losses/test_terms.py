@@ -1,0 +1,74 @@
+"""Dice + CE and deep supervision terms, and the Objective that weighs them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from octseg.losses import DeepSupervisionLoss, DiceCELoss, Objective
+from octseg.models.base import SegOutput
+
+
+def _batch(h: int = 8, w: int = 6, k: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    target = torch.randint(0, k, (2, h, w))
+    return torch.randn(2, k, h, w, requires_grad=True), target
+
+
+def test_ignored_pixels_add_nothing() -> None:
+    logits, target = _batch()
+    loss = DiceCELoss(ignore_index=255)
+    masked = target.clone()
+    masked[:, :, 3:] = 255
+    full_value = loss.compute(logits[..., :3], target[..., :3])
+    masked_value = loss.compute(logits, masked)
+    assert masked_value.item() == pytest.approx(full_value.item(), rel=1e-5)
+    masked_value.backward()
+    assert torch.all(logits.grad[..., 3:] == 0)
+
+
+def test_ce_part_matches_torch() -> None:
+    logits, target = _batch()
+    value = DiceCELoss(dice_weight=0.0).compute(logits, target)
+    assert value.item() == pytest.approx(F.cross_entropy(logits, target).item(), rel=1e-6)
+
+
+def test_perfect_prediction_has_near_zero_dice_loss() -> None:
+    _, target = _batch()
+    logits = F.one_hot(target, 3).permute(0, 3, 1, 2).float() * 50
+    assert DiceCELoss().compute(logits, target).item() < 1e-3
+
+
+def test_all_ignored_batch_is_zero_not_nan() -> None:
+    logits, target = _batch()
+    value = DiceCELoss().compute(logits, torch.full_like(target, 255))
+    assert torch.isfinite(value)
+
+
+def test_out_of_range_labels_are_reported() -> None:
+    logits, target = _batch()
+    target[0, 0, 0] = 7
+    with pytest.raises(ValueError, match=r"labels \[7\] outside 0..2"):
+        DiceCELoss().compute(logits, target)
+
+
+def test_deep_supervision_weights_and_downsampling() -> None:
+    logits, target = _batch(h=8, w=8)
+    low = torch.randn(2, 3, 4, 4)
+    term = DiceCELoss()
+    ds = DeepSupervisionLoss(term)
+    out = SegOutput(logits=logits, aux={"deep_supervision": [low]})
+    small_target = target[:, ::2, ::2]  # nearest downsampling by 2 picks the top-left pixel
+    expected = (term.compute(logits, target) + 0.5 * term.compute(low, small_target)) / 1.5
+    assert ds(out, {"mask": target}).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_objective_sums_weighted_terms_and_regularisers() -> None:
+    logits, target = _batch()
+    out = SegOutput(logits=logits, reg={"smooth": torch.tensor(2.0)})
+    obj = Objective({"ce": DiceCELoss(dice_weight=0.0)}, weights={"ce": 0.5, "smooth": 0.1})
+    values = obj(out, {"mask": target})
+    assert values["loss"].item() == pytest.approx(0.5 * values["ce"].item() + 0.2, rel=1e-6)
+    with pytest.raises(ValueError, match="neither loss terms"):
+        Objective({"ce": DiceCELoss()}, weights={"typo": 1.0})(out, {"mask": target})
