@@ -31,9 +31,9 @@ def test_offline_wandb_run_holds_final_test_metrics(make_cfg) -> None:
     assert (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").is_file()
 
 
-def _run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def _run_cli(args: list[str], cwd: Path, timeout: int = 600, **env_vars: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OCTSEG_LOG_DIR=str(cwd / "logs"), WANDB_MODE="offline",
-               PYTHONWARNINGS="ignore")
+               PYTHONWARNINGS="ignore", **env_vars)
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -49,7 +49,8 @@ def _metrics_of(run_root: Path) -> dict[str, float]:
 @pytest.mark.slow
 def test_ddp_cpu_two_processes_match_one_process(tmp_path: Path) -> None:
     """Test metrics of a 2-process run equal those of a 1-process run of the same weights
-    (to float32 summation order: AUC/AP accumulate float32 sums per rank).
+    (to float32 summation order: AUC/AP accumulate float32 sums per rank). Both runs use one
+    thread per process, as Lightning's DDP does, so the network's outputs are bitwise equal.
 
     Training differs between the two (the gradient is averaged over two half-batches), so both
     runs evaluate with train=false on the same freshly-seeded network: any difference comes
@@ -58,8 +59,8 @@ def test_ddp_cpu_two_processes_match_one_process(tmp_path: Path) -> None:
                                "dataset.datamodule.num_test=6", "dataset.datamodule.eval_batch_size=1"]
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
-    _run_cli(common + ["trainer=cpu"], tmp_path / "one")
-    _run_cli(common + ["trainer=ddp_cpu"], tmp_path / "two")
+    _run_cli(common + ["trainer=cpu"], tmp_path / "one", OMP_NUM_THREADS="1")
+    _run_cli(common + ["trainer=ddp_cpu"], tmp_path / "two", OMP_NUM_THREADS="1")
     one, two = _metrics_of(tmp_path / "one"), _metrics_of(tmp_path / "two")
     keys = [k for k in one if k.startswith("test/") and k != "test/loss"]
     assert keys

@@ -61,3 +61,11 @@ def test_plain_tensor_networks_are_wrapped() -> None:
     conv = nn.Conv2d(1, 4, 3, padding=1)
     out = PadToDivisor(conv, size_divisor=16)(torch.randn(1, 1, 20, 21))
     assert isinstance(out, SegOutput) and out.logits.shape == (1, 4, 20, 21)
+
+
+def test_minimum_size_is_honoured() -> None:
+    net = _Strict()
+    net.min_hw = (24, 9)
+    out = PadToDivisor(net)(torch.randn(1, 1, 5, 5))
+    assert out.logits.shape[-2:] == (5, 5)
+    assert net.seen[-1] == (24, 12)  # at least 24 x 9, then multiples of (8, 4)

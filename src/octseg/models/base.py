@@ -8,7 +8,8 @@ Networks also declare their input policy as class attributes, read by
 :class:`octseg.models.wrappers.PadToDivisor`:
 
 * ``size_divisor`` (int, or ``(div_h, div_w)``): H and W must be multiples of it (1 = any size);
-* ``requires_square`` (bool): H must equal W.
+* ``requires_square`` (bool): H must equal W;
+* ``min_hw`` (optional ``(H, W)``): the smallest input the network accepts.
 """
 
 from __future__ import annotations

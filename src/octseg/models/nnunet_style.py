@@ -165,6 +165,8 @@ class NnUNetStyleDynUNet(nn.Module):
         self.plan = plan_2d(median_shape, spacing)
         # Per-axis pooling divisor, e.g. (128, 64): PadToDivisor pads each axis to its own.
         self.size_divisor = tuple(self.plan.divisor)
+        # Instance norm in the bottleneck needs more than one spatial element.
+        self.min_hw = (2 * self.plan.divisor[0], 2 * self.plan.divisor[1])
         n_up = len(self.plan.strides) - 1
         heads = n_up - 2 if deep_supr_num is None else int(deep_supr_num)
         self.deep_supervision = deep_supervision and heads > 0

@@ -36,6 +36,7 @@ def pad_to_divisor(
     divisor: int | tuple[int, int],
     square: bool = False,
     mode: str = "reflect",
+    min_hw: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pads ``x [B, C, H, W]`` at the bottom and right to multiples of ``divisor``.
 
@@ -46,14 +47,19 @@ def pad_to_divisor(
         square: also pad the shorter side so that H == W.
         mode: ``"reflect"`` (falls back to ``"replicate"`` where the pad exceeds the size) or
             ``"constant"`` (zeros).
+        min_hw: smallest padded ``(H, W)`` (e.g. networks whose bottleneck normalisation needs
+            more than one spatial element).
 
     Returns:
         The padded batch and the original ``(H, W)``.
     """
     h, w = x.shape[-2:]
     div_h, div_w = _per_axis(divisor)
-    ph = -h % div_h
-    pw = -w % div_w
+    min_h, min_w = min_hw or (1, 1)
+    ph = max(h, min_h) - h
+    pw = max(w, min_w) - w
+    ph += -(h + ph) % div_h
+    pw += -(w + pw) % div_w
     if square:
         side = max(h + ph, w + pw)
         side += -side % math.lcm(div_h, div_w)
@@ -68,8 +74,8 @@ def pad_to_divisor(
 class PadToDivisor(nn.Module):
     """Wraps a network so that it accepts any ``H x W``.
 
-    The input is padded (reflect by default) to the network's ``size_divisor`` (and to a square
-    where ``requires_square``), the network runs, and every full-resolution output is cropped
+    The input is padded (reflect by default) to at least the network's ``min_hw`` (if it has
+    one), then to its ``size_divisor`` (and to a square where ``requires_square``), the network runs, and every full-resolution output is cropped
     back. Padding at the bottom/right keeps the image content at the same coordinates.
 
     Args:
@@ -94,10 +100,13 @@ class PadToDivisor(nn.Module):
         self.requires_square = bool(
             getattr(net, "requires_square", False) if requires_square is None else requires_square
         )
+        self.min_hw = getattr(net, "min_hw", None)
         self.mode = mode
 
     def forward(self, x: torch.Tensor) -> SegOutput:
-        padded, (h, w) = pad_to_divisor(x, self.size_divisor, self.requires_square, self.mode)
+        padded, (h, w) = pad_to_divisor(
+            x, self.size_divisor, self.requires_square, self.mode, self.min_hw
+        )
         out = as_seg_output(self.net(padded))
         full_h, full_w = padded.shape[-2:]
         if (full_h, full_w) == (h, w):
