@@ -86,7 +86,8 @@ def _train(cfg: DictConfig) -> dict[str, float]:
                      verbose=False)
         metrics.update(model.test_results)
         if trainer.is_global_zero:
-            print_metrics_table(metrics, list(cfg.dataset.class_names), stage="test")
+            surfaces = (cfg.dataset.get("anatomy") or {}).get("surface_names") or []
+            print_metrics_table(metrics, list(cfg.dataset.class_names), "test", list(surfaces))
         facts = {"best_checkpoint": best, "run_name": cfg.run_name}
         if trainer.is_global_zero:
             save_metrics(output_dir / "metrics.json", metrics, facts)

@@ -27,6 +27,7 @@ register_resolvers()
 # Fast settings for runs inside tests.
 FAST_OVERRIDES = [
     "dataset=synthetic_small",
+    "augmentation=light",
     "logger=csv",
     "trainer.max_epochs=1",
     "trainer.log_every_n_steps=1",

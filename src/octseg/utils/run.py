@@ -16,7 +16,9 @@ from octseg.models.base import as_seg_output
 from octseg.models.wrappers import PadToDivisor
 from octseg.utils.io import atomic_write_json
 
-__all__ = ["check_model_dataset", "metrics_table", "print_metrics_table", "save_metrics"]
+__all__ = [
+    "check_model_dataset", "metrics_table", "surfaces_table", "print_metrics_table", "save_metrics"
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,40 +63,61 @@ def save_metrics(path: str | Path, metrics: Mapping[str, float], extra: Mapping 
     return atomic_write_json(path, payload)
 
 
-def metrics_table(metrics: Mapping[str, float], class_names: Sequence[str], stage: str = "test") -> Table:
-    """A per-class table: one row per class, one column per metric that has per-class values
-    (``<stage>/<metric>/<class>``), and a final row with the suite's mean values."""
+# Columns of the printed tables, in order; the full set is in metrics.json.
+CLASS_COLUMNS = ("dice", "iou", "precision", "recall", "hd95_um", "assd_um", "thickness_mae_um",
+                 "auroc")
+SURFACE_COLUMNS = ("mad_um", "bias_um", "rmse_um", "max_um")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def _table(metrics: Mapping[str, float], stage: str, rows: Sequence[str], columns: Sequence[str],
+           title: str, mean_label: str) -> Table | None:
     prefix = f"{stage}/"
-    per_class: dict[str, dict[str, float]] = {}
-    means: dict[str, float] = {}
-    for key, value in metrics.items():
-        if not key.startswith(prefix):
-            continue
-        parts = key[len(prefix):].split("/")
-        if len(parts) == 1:
-            means[parts[0]] = value
-        elif len(parts) == 2 and parts[1] in class_names:
-            per_class.setdefault(parts[0], {})[parts[1]] = value
-    columns = [m for m in per_class if len(per_class[m]) > 1]
-    table = Table(title=f"{stage} metrics per class")
-    table.add_column("class")
-    for col in columns:
+    present = [c for c in columns if any(f"{prefix}{c}/{r}" in metrics for r in rows)]
+    if not present:
+        return None
+    table = Table(title=title)
+    table.add_column("")
+    for col in present:
         table.add_column(col, justify="right")
-
-    def fmt(v: float | None) -> str:
-        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
-
-    for name in class_names:
-        if any(name in per_class[c] for c in columns):
-            table.add_row(name, *[fmt(per_class[c].get(name)) for c in columns])
-    table.add_row("mean (foreground)", *[fmt(means.get(c)) for c in columns], end_section=True)
+    for row in rows:
+        values = [metrics.get(f"{prefix}{c}/{row}") for c in present]
+        if any(v is not None for v in values):
+            table.add_row(row, *[_fmt(v) for v in values])
+    table.add_row(mean_label, *[_fmt(metrics.get(f"{prefix}{c}")) for c in present],
+                  end_section=True)
     return table
 
 
-def print_metrics_table(metrics: Mapping[str, float], class_names: Sequence[str], stage: str = "test") -> None:
-    """Prints :func:`metrics_table` and the scalar summaries to stdout."""
+def metrics_table(metrics: Mapping[str, float], class_names: Sequence[str], stage: str = "test") -> Table:
+    """Per-class table of the main metrics (``<stage>/<metric>/<class>``) with the suite's
+    foreground mean as the last row."""
+    table = _table(metrics, stage, class_names, CLASS_COLUMNS, f"{stage} metrics per class",
+                   "mean (foreground)")
+    return table if table is not None else Table(title=f"{stage}: no per-class metrics")
+
+
+def surfaces_table(metrics: Mapping[str, float], surface_names: Sequence[str], stage: str = "test") -> Table | None:
+    """Per-surface boundary errors in micrometres, or None when the suite has none."""
+    return _table(metrics, stage, surface_names, SURFACE_COLUMNS,
+                  f"{stage} boundary errors per surface (um)", "mean")
+
+
+def print_metrics_table(
+    metrics: Mapping[str, float],
+    class_names: Sequence[str],
+    stage: str = "test",
+    surface_names: Sequence[str] = (),
+) -> None:
+    """Prints the per-class and per-surface tables and the scalar summaries to stdout."""
     console = Console(width=160)
     console.print(metrics_table(metrics, class_names, stage))
+    surfaces = surfaces_table(metrics, surface_names, stage)
+    if surfaces is not None:
+        console.print(surfaces)
     scalars = {k: v for k, v in metrics.items() if k.startswith(f"{stage}/") and k.count("/") == 1}
     if scalars:
         console.print("  ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items())))
