@@ -98,6 +98,10 @@ def test_bad_folders_are_named(tmp_path: Path, prepared: Path) -> None:
     Image.fromarray(np.zeros((48, 29), np.uint8)).save(folder / "masks" / "Subject_04_00.png")
     with pytest.raises(ValueError, match=r"Subject_04_00\.png is \(48, 30\) but its mask"):
         load_duke_scans(folder)
+    folder = png_export(tmp_path / "corrupt", n_subjects=10)
+    (folder / "images" / "Subject_05_02.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(ValueError, match=r"Subject_05_02\.png could not be read as a PNG"):
+        load_duke_scans(folder)
     old = tmp_path / "old"
     shutil.copytree(prepared, old)
     marker = json.loads((old / MARKER_NAME).read_text())

@@ -93,10 +93,16 @@ def detect_layout(data_dir: str | Path) -> str:
 
 
 def _read_png(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
-        if img.mode not in ("L", "P", "I;16", "I"):
-            img = img.convert("L")
-        return np.array(img, dtype=np.uint8)  # a writable copy (torch warns on read-only)
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("L", "P", "I;16", "I"):
+                img = img.convert("L")
+            return np.array(img, dtype=np.uint8)  # a writable copy (torch warns on read-only)
+    except (OSError, ValueError) as err:  # unreadable, truncated or not an image at all
+        raise ValueError(
+            f"{path} could not be read as a PNG image ({err}); replace the file (re-export it, "
+            "or re-run scripts/prepare_duke.py with --overwrite)."
+        ) from err
 
 
 def _scan_names(data_dir: Path) -> list[str]:
