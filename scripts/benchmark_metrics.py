@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from octseg.metrics.distances import compute_surface_distances
 from octseg.metrics.suite import MetricSuite
@@ -47,37 +48,15 @@ CLASS_NAMES = [
     "choroid",
     "fluid",
 ]
-ANATOMY = {
-    "ordered_labels": list(range(9)),
-    "layer_labels": list(range(1, 8)),
-    "fluid_labels": [9],
-    "surface_names": [
-        "ILM",
-        "RNFL-GCL",
-        "IPL-INL",
-        "INL-OPL",
-        "OPL-ONL",
-        "ISM-ISE",
-        "ISE-OS",
-        "RPE-BM",
-    ],
-}
+CONF = Path(__file__).resolve().parents[1] / "conf"
+# The Duke dataset config and the suite configs are the single source of anatomy and families.
+_DUKE = yaml.safe_load((CONF / "dataset" / "duke.yaml").read_text())
+ANATOMY = _DUKE["anatomy"]
+SPACING = tuple(_DUKE["spacing_um"])
 SUITES = {
-    "fast": ["overlap", "boundary"],
-    "layers": ["overlap", "boundary", "thickness", "topology"],
-    "fluid": ["overlap", "distance", "probabilistic", "fluid"],
-    "full": [
-        "overlap",
-        "boundary",
-        "thickness",
-        "topology",
-        "distance",
-        "probabilistic",
-        "fluid",
-        "cvi",
-    ],
+    name: yaml.safe_load((CONF / "metrics" / f"{name}.yaml").read_text())["metrics"]
+    for name in ("fast", "layers", "fluid", "full")
 }
-SPACING = (3.87, 11.3)
 DUKE = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "duke_dme" / "masks"
 
 
