@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import OnExceptionCheckpoint
 
 __all__ = ["StoreRunConfig", "LogPredictionOverlays", "LastCheckpointOnException", "label_overlay"]
 
@@ -105,11 +105,20 @@ class LogPredictionOverlays(pl.Callback):
                                                 dataformats="HWC")
 
 
-class LastCheckpointOnException(OnExceptionCheckpoint):
-    """Lightning's :class:`OnExceptionCheckpoint` writing ``last.ckpt`` on Ctrl-C or a crash,
-    without its teardown, which deletes the file after a normal end. Here the file is the same
-    ``last.ckpt`` that :class:`ModelCheckpoint` keeps, so it must survive: one resumable
-    checkpoint, whatever way training ended."""
+class LastCheckpointOnException(pl.Callback):
+    """Writes ``<dirpath>/<filename>.ckpt`` (``last.ckpt``) when training stops on Ctrl-C or a
+    crash, so that ``ckpt_path=.../last.ckpt`` resumes from the interruption.
 
-    def teardown(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
-        return None
+    Written by hand rather than using Lightning's ``OnExceptionCheckpoint``, which deletes its
+    file after a normal end (here it is the same ``last.ckpt`` that ``ModelCheckpoint`` keeps)
+    and makes every ``fit`` without ``ckpt_path`` try to resume from it.
+    """
+
+    def __init__(self, dirpath: str, filename: str = "last") -> None:
+        self.path = str(Path(dirpath) / f"{filename}.ckpt")
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            trainer.save_checkpoint(self.path)
