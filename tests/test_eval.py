@@ -64,7 +64,6 @@ def test_eval_checkpoint_round_trip(trained_run: Path, tmp_path: Path) -> None:
 
 
 def test_eval_prediction_folders(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
     pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
     pred_dir.mkdir()
     gt_dir.mkdir()

@@ -15,13 +15,11 @@ from octseg.data.duke import DukeDataModule, detect_layout, load_duke_scans, loa
 from octseg.data.duke_prepare import MARKER_NAME, prepare_duke
 from octseg.data.transforms import build_augmentation
 
-try:  # tests/ without __init__.py (pytest's default 'prepend' import mode)
-    from duke_fixtures import H, write_release
-except ImportError:  # tests/ as a package
-    from .duke_fixtures import H, write_release
+from duke_fixtures import H, write_release
+
+from tests.conftest import DUKE_EXPORT
 
 REPO = Path(__file__).resolve().parents[2]
-DUKE_EXPORT = REPO / ".." / "shared" / "datasets" / "duke_dme"
 SPLIT_DIR = REPO / "splits" / "duke"
 SUBJECTS = {f"Subject_{i:02d}" for i in range(1, 11)}
 requires_export = pytest.mark.skipif(

@@ -12,30 +12,17 @@ from PIL import Image
 
 from octseg.data.duke_prepare import MARKER_NAME, prepare_duke, rasterise_bscan
 
-try:  # tests/ without __init__.py (pytest's default 'prepend' import mode)
-    from duke_fixtures import (
-        BASE_ROWS,
-        COLS,
-        CROSS_AT,
-        FLUID_BOX,
-        H,
-        NAN_AT,
-        TRACED,
-        W,
-        write_release,
-    )
-except ImportError:  # tests/ as a package
-    from .duke_fixtures import (
-        BASE_ROWS,
-        COLS,
-        CROSS_AT,
-        FLUID_BOX,
-        H,
-        NAN_AT,
-        TRACED,
-        W,
-        write_release,
-    )
+from duke_fixtures import (
+    BASE_ROWS,
+    COLS,
+    CROSS_AT,
+    FLUID_BOX,
+    H,
+    NAN_AT,
+    TRACED,
+    W,
+    write_release,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 

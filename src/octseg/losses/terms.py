@@ -32,11 +32,13 @@ def check_labels(target: torch.Tensor, num_classes: int, ignore_index: int) -> N
 
 
 def masked_one_hot(
-    target: torch.Tensor, num_classes: int, ignore_index: int
+    target: torch.Tensor, num_classes: int, ignore_index: int, validate: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One-hot encodes ``target [B,H,W]`` to ``[B,K,H,W]`` with all-zero vectors at ignored
-    pixels, and returns it with the float valid mask ``[B,1,H,W]``."""
-    check_labels(target, num_classes, ignore_index)
+    pixels, and returns it with the float valid mask ``[B,1,H,W]``. ``validate=False`` skips
+    :func:`check_labels` for callers that already ran it on the same target."""
+    if validate:
+        check_labels(target, num_classes, ignore_index)
     valid = target != ignore_index
     safe = torch.where(valid, target, torch.zeros_like(target))
     one_hot = F.one_hot(safe, num_classes).permute(0, 3, 1, 2).to(torch.float32)
@@ -95,7 +97,9 @@ class DiceCELoss(nn.Module):
             # A batch made only of ignored pixels gives NaN; it should contribute nothing.
             loss = loss + self.ce_weight * torch.nan_to_num(ce, nan=0.0)
         if self.dice_weight:
-            one_hot, valid = masked_one_hot(target, logits.shape[1], self.ignore_index)
+            one_hot, valid = masked_one_hot(
+                target, logits.shape[1], self.ignore_index, validate=False
+            )
             probs = logits.softmax(dim=1) * valid
             loss = loss + self.dice_weight * self.dice(probs, one_hot)
         return loss

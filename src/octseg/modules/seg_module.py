@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,7 +15,6 @@ from octseg.models.wrappers import PadToDivisor
 
 __all__ = ["SegModule"]
 
-log = logging.getLogger(__name__)
 
 
 class SegModule(pl.LightningModule):

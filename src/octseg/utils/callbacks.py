@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,6 @@ import torch
 
 __all__ = ["StoreRunConfig", "LogPredictionOverlays", "LastCheckpointOnException", "label_overlay"]
 
-log = logging.getLogger(__name__)
 
 # Fixed colours per label (0 is transparent): layers, choroid, fluid.
 _PALETTE = np.array(

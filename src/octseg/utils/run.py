@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,7 +19,6 @@ __all__ = [
     "check_model_dataset", "metrics_table", "surfaces_table", "print_metrics_table", "save_metrics"
 ]
 
-log = logging.getLogger(__name__)
 
 
 def check_model_dataset(net: nn.Module, in_channels: int, num_classes: int, model_name: str = "model") -> None:
