@@ -111,3 +111,20 @@ def test_overfits_one_batch(name: str) -> None:
     _skip_if_missing(name)
     first, last = _overfit(name)
     assert last < 0.6 * first, f"{name}: loss {first:.3f} -> {last:.3f}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_channels_last_gives_the_same_logits(name: str) -> None:
+    """``model.channels_last=true`` is a speed option only: same logits for every network."""
+    _skip_if_missing(name)
+    torch.manual_seed(0)
+    net = PadToDivisor(build_net(name)).eval()
+    x = torch.randn(2, 1, 100, 147)
+    with torch.no_grad():
+        expected = as_seg_output(net(x)).logits
+        net = net.to(memory_format=torch.channels_last)
+        got = as_seg_output(net(x.contiguous(memory_format=torch.channels_last))).logits
+    # Different convolution kernels sum in a different order: allow float32 rounding relative to
+    # the logits' scale (deep random-init nets such as ResNet-34 reach |logits| of tens).
+    scale = float(expected.abs().max().clamp_min(1.0))
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-4 * scale)
