@@ -13,6 +13,10 @@ Conventions (also in ``docs/benchmarks.md``):
   one forward+backward pass at batch 1, measured first in a fresh process (:func:`benchmark_models` runs one subprocess per model). CPU PyTorch has no
   allocator statistics; RSS includes allocator caching and may miss spikes shorter than the
   polling period, so treat it as the memory a training step needs, not an exact peak.
+* **torch.compile** — with ``compile=True`` the padded network is wrapped in ``torch.compile``
+  (inductor). The first pass of each mode compiles; its wall time is reported separately
+  (``compile_fwd_s``, ``compile_fwdbwd_s``) and kept out of the latency medians. Peak memory is
+  then measured on a step after compilation, so it excludes the compiler's own memory.
 """
 
 from __future__ import annotations
@@ -86,6 +90,12 @@ def _input(shape: Sequence[int], channels_last: bool) -> torch.Tensor:
 def _prepare(net: nn.Module, channels_last: bool) -> nn.Module:
     net = _padded(net)
     return net.to(memory_format=torch.channels_last) if channels_last else net
+
+
+def _maybe_compile(net: nn.Module, compile: bool) -> nn.Module:
+    # Padding stays outside the compiled graph: PadToDivisor(OptimizedModule) pads in eager mode,
+    # so the compiled region always sees the same padded shape.
+    return PadToDivisor(torch.compile(net.net)) if compile else net
 
 
 def time_forward(
@@ -224,9 +234,11 @@ def profile_model(
     channels_last: bool = False,
     bf16: bool = False,
     memory: bool = True,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """All figures for one model config, measured in the current process (memory first;
-    ``memory=False`` drops the figure, e.g. when earlier work in the process skews RSS).
+    ``memory=False`` drops the figure, e.g. when earlier work in the process skews RSS;
+    ``compile=True`` times ``torch.compile``'d code and adds the compile times).
 
     Returns:
         ``{"model", "params", "flops", "cpu_fwd_ms", "cpu_fwdbwd_ms", "peak_mem_mb", ...}``.
@@ -237,22 +249,34 @@ def profile_model(
     # Training-mode passes run at batch 1 unless the net cannot (BatchNorm after a global pooling,
     # e.g. DeepLabV3+'s ASPP, needs 2 samples); the figures stay per sample.
     train_batch = 1
-    padded = _prepare(net, channels_last).train()
+    padded = _maybe_compile(_prepare(net, channels_last), compile).train()
+
+    def train_step_at(batch: int) -> Callable[[], None]:
+        x = _input((batch, *shape[1:]), channels_last)
+        if compile:  # compile first, so that the memory figure is one step of compiled code
+            start = time.perf_counter()
+            _train_step(padded, x, bf16)
+            row["compile_fwdbwd_s"] = round(time.perf_counter() - start, 1)
+        return lambda: _train_step(padded, x, bf16)
+
     try:
-        x = _input((1, *shape[1:]), channels_last)
-        mem = peak_rss_delta_mb(lambda: _train_step(padded, x, bf16))
+        mem = peak_rss_delta_mb(train_step_at(1))
     except ValueError as err:
         if "more than 1 value per channel" not in str(err):
             raise
         train_batch = 2
-        x = _input((2, *shape[1:]), channels_last)
-        mem = peak_rss_delta_mb(lambda: _train_step(padded, x, bf16)) / 2
+        mem = peak_rss_delta_mb(train_step_at(2)) / 2
     row["peak_mem_mb"] = round(mem, 1) if memory else None
     row["flops"] = count_flops(net, shape)
-    row["cpu_fwd_ms"] = round(time_forward(net, shape, repeats, 1, channels_last, bf16), 1)
+    if compile:
+        start = time.perf_counter()
+        time_forward(padded, shape, 1, 0, channels_last, bf16)
+        row["compile_fwd_s"] = round(time.perf_counter() - start, 1)
+    timed = padded if compile else net
+    row["cpu_fwd_ms"] = round(time_forward(timed, shape, repeats, 1, channels_last, bf16), 1)
     fwdbwd_shape = (max(shape[0], train_batch), *shape[1:])
     row["cpu_fwdbwd_ms"] = round(
-        time_forward_backward(net, fwdbwd_shape, repeats, 1, channels_last, bf16), 1
+        time_forward_backward(timed, fwdbwd_shape, repeats, 1, channels_last, bf16), 1
     )
     row["train_batch"] = fwdbwd_shape[0]
     row.update(
@@ -260,6 +284,7 @@ def profile_model(
         threads=torch.get_num_threads(),
         channels_last=channels_last,
         bf16=bf16,
+        compile=compile,
     )
     return row
 
@@ -271,6 +296,7 @@ def benchmark_models(
     channels_last: bool = False,
     bf16: bool = False,
     isolate: bool = True,
+    compile: bool = False,
 ) -> list[dict[str, Any]]:
     """Profiles model configs by name (``"all"`` = every ``conf/model/*.yaml``).
 
@@ -282,6 +308,7 @@ def benchmark_models(
         bf16: bfloat16 autocast.
         isolate: one fresh subprocess per model, so that peak memory is not hidden by memory
             the allocator kept from an earlier model.
+        compile: ``torch.compile`` the networks (compile times reported separately).
 
     Returns:
         One dict per model (see :func:`profile_model`); a model that fails gets ``"error"``.
@@ -291,7 +318,7 @@ def benchmark_models(
     for name in selected:
         log.info("Profiling model=%s", name)
         if not isolate:
-            rows.append(profile_model(name, shape, repeats, channels_last, bf16))
+            rows.append(profile_model(name, shape, repeats, channels_last, bf16, compile=compile))
             continue
         cmd = [
             sys.executable,
@@ -304,7 +331,7 @@ def benchmark_models(
             "--repeats",
             str(repeats),
         ]
-        cmd += ["--channels-last"] * channels_last + ["--bf16"] * bf16
+        cmd += ["--channels-last"] * channels_last + ["--bf16"] * bf16 + ["--compile"] * compile
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             rows.append({"model": name, "error": proc.stderr.strip().splitlines()[-1:]})
@@ -320,8 +347,11 @@ def _main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--compile", action="store_true")
     args = parser.parse_args(argv)
-    row = profile_model(args.model, args.shape, args.repeats, args.channels_last, args.bf16)
+    row = profile_model(
+        args.model, args.shape, args.repeats, args.channels_last, args.bf16, compile=args.compile
+    )
     sys.stdout.write(json.dumps(row) + "\n")
 
 
