@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import hydra
@@ -45,6 +46,10 @@ def test_channels_last_gives_the_same_logits(make_cfg) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None,
+    reason="torch.compile's CPU backend (inductor) needs a C++ compiler",
+)
 def test_compiled_module_matches_eager_and_trains_end_to_end(make_cfg) -> None:
     torch.manual_seed(0)
     eager = _module(make_cfg, "model.channels_last=false").eval()
