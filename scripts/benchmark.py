@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.models:
         from octseg.utils.profiling import benchmark_models
 
-        names = (sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
-                 if args.models == "all" else [n.strip() for n in args.models.split(",") if n.strip()])
+        names = ("all" if args.models == "all"
+                 else [n.strip() for n in args.models.split(",") if n.strip()])
         result["models"] = benchmark_models(names)
     if args.json:
         print(json.dumps(result, indent=2))
