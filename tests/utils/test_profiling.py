@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
 from octseg.utils.profiling import (
+    benchmark_models,
     count_flops,
     count_parameters,
     time_forward,
     time_forward_backward,
 )
+
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class _Conv(nn.Module):
@@ -60,3 +67,30 @@ def test_peak_rss_sees_a_large_allocation_in_a_fresh_process() -> None:
         [sys.executable, "-c", _RSS_SCRIPT], capture_output=True, text=True, check=True
     )
     assert float(out.stdout.strip().splitlines()[-1]) > 32
+
+
+REQUIRED_KEYS = {"model", "params", "flops", "cpu_fwd_ms", "cpu_fwdbwd_ms", "peak_mem_mb"}
+
+
+def test_benchmark_models_rows_carry_the_documented_keys() -> None:
+    rows = benchmark_models(["unet_small"], shape=(1, 1, 64, 64), repeats=1)
+    assert len(rows) == 1 and "error" not in rows[0], rows
+    assert REQUIRED_KEYS <= set(rows[0])
+    assert rows[0]["model"] == "unet_small" and rows[0]["params"] == 1_942_442
+    assert rows[0]["cpu_fwd_ms"] > 0 and rows[0]["cpu_fwdbwd_ms"] > 0
+
+
+def test_benchmark_models_reports_an_unknown_config_as_an_error_row() -> None:
+    rows = benchmark_models(["no_such_model"], shape=(1, 1, 32, 32), repeats=1)
+    assert rows[0]["model"] == "no_such_model" and "error" in rows[0]
+
+
+@pytest.mark.slow
+def test_benchmark_script_prints_a_models_key_with_json() -> None:
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--models", "unet_small",
+         "--skip-trunk", "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    rows = json.loads(out.stdout)["models"]
+    assert [r["model"] for r in rows] == ["unet_small"] and REQUIRED_KEYS <= set(rows[0])
