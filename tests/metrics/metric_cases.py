@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
+
+from octseg.metrics.suite import MetricSuite
 
 NUM_CLASSES = 10
 CLASS_NAMES = [
@@ -41,3 +46,15 @@ def layered_map(height: int = 60, width: int = 32, bounds=BOUNDS, shift: int = 0
     rows = torch.arange(height).view(height, 1).expand(height, width)
     b = torch.as_tensor(bounds) + shift
     return (rows.unsqueeze(-1) >= b).sum(-1).long()
+
+
+def make_suite(metrics: Sequence[str], **kwargs: Any) -> MetricSuite:
+    """A suite over the test label maps: 10 named classes, Duke's spacing, the test anatomy;
+    any argument of :class:`MetricSuite` overrides these."""
+    defaults: dict[str, Any] = {
+        "num_classes": NUM_CLASSES,
+        "class_names": CLASS_NAMES,
+        "spacing_um": [3.87, 11.3],
+        "anatomy": ANATOMY,
+    }
+    return MetricSuite(metrics=list(metrics), **{**defaults, **kwargs})

@@ -13,18 +13,11 @@ from octseg.metrics.surfaces import (
     thickness_profiles,
 )
 
-from metric_cases import ANATOMY, CLASS_NAMES, NUM_CLASSES, layered_map
+from metric_cases import ANATOMY, layered_map, make_suite
 
 
 def _suite(metrics, **kw) -> MetricSuite:
-    return MetricSuite(
-        metrics=metrics,
-        num_classes=NUM_CLASSES,
-        class_names=CLASS_NAMES,
-        spacing_um=[4.0, 10.0],
-        anatomy=ANATOMY,
-        **kw,
-    )
+    return make_suite(metrics, spacing_um=[4.0, 10.0], **kw)
 
 
 def test_fluid_area_volume_and_detection() -> None:

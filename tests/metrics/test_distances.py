@@ -11,9 +11,8 @@ import torch
 from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 
 from octseg.metrics.distances import compute_surface_distances, label_boundaries
-from octseg.metrics.suite import MetricSuite
 
-from metric_cases import ANATOMY, CLASS_NAMES, NUM_CLASSES, layered_map
+from metric_cases import layered_map, make_suite
 
 
 def _monai(pred: np.ndarray, target: np.ndarray, k: int, spacing) -> np.ndarray:
@@ -110,24 +109,14 @@ def test_suite_counts_failures_and_never_drops_them_silently() -> None:
     target = torch.stack([layered_map(), layered_map()])
     pred = target.clone()
     target[0, 30:34, 5:12] = 9  # fluid missed in scan 0
-    suite = MetricSuite(
-        metrics=["distance"],
-        num_classes=NUM_CLASSES,
-        class_names=CLASS_NAMES,
-        spacing_um=[3.87, 11.3],
-        anatomy=ANATOMY,
-    )
+    suite = make_suite(["distance"])
     suite.update(pred, target)
     out = suite.compute()
     assert out["distance_failures/fluid"].item() == 1
     assert out["distance_failures"].item() == 1
     assert math.isnan(out["hd95_um/fluid"].item())  # no usable scan: NaN plus a failure count
-    penal = MetricSuite(
-        metrics=["distance"],
-        num_classes=NUM_CLASSES,
-        class_names=CLASS_NAMES,
-        spacing_um=[3.87, 11.3],
-        options={"distance": {"failure_value_um": 500.0}},
+    penal = make_suite(
+        ["distance"], anatomy=None, options={"distance": {"failure_value_um": 500.0}}
     )
     penal.update(pred, target)
     assert penal.compute()["hd95_um/fluid"].item() == 500.0

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 
 from octseg.metrics.suite import MetricSuite
 
-from metric_cases import ANATOMY, CLASS_NAMES, NUM_CLASSES, layered_map
+from metric_cases import NUM_CLASSES, layered_map, make_suite
 
 FAMILIES = ["overlap", "boundary", "thickness", "topology", "distance", "probabilistic", "fluid"]
 
@@ -28,14 +28,7 @@ def _data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def _suite() -> MetricSuite:
-    return MetricSuite(
-        metrics=FAMILIES,
-        num_classes=NUM_CLASSES,
-        class_names=CLASS_NAMES,
-        spacing_um=[3.87, 11.3],
-        anatomy=ANATOMY,
-        bscan_spacing_um=120.0,
-    )
+    return make_suite(FAMILIES, bscan_spacing_um=120.0)
 
 
 def _worker(rank: int, port: int, queue) -> None:

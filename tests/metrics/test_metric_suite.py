@@ -10,18 +10,11 @@ from monai.metrics import compute_dice
 
 from octseg.metrics.suite import MetricSuite
 
-from metric_cases import ANATOMY, CLASS_NAMES, NUM_CLASSES, layered_map
+from metric_cases import CLASS_NAMES, NUM_CLASSES, layered_map, make_suite
 
 
 def _suite(metrics=("overlap", "boundary"), **kwargs) -> MetricSuite:
-    return MetricSuite(
-        metrics=list(metrics),
-        num_classes=NUM_CLASSES,
-        class_names=CLASS_NAMES,
-        spacing_um=[3.87, 11.3],
-        anatomy=ANATOMY,
-        **kwargs,
-    )
+    return make_suite(metrics, **kwargs)
 
 
 def test_keys_are_flat_scalars() -> None:

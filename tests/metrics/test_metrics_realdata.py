@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from octseg.metrics.distances import compute_surface_distances
-from octseg.metrics.suite import MetricSuite
 
-from metric_cases import CLASS_NAMES, NUM_CLASSES
+from metric_cases import make_suite
 
 DUKE = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "duke_dme"
 ANATOMY = {
@@ -39,13 +38,7 @@ def test_reference_is_topologically_clean_and_shift_gives_axial_error() -> None:
         target = torch.from_numpy(mask)[None]
         shifted = torch.roll(target, 2, dims=1)
         shifted[:, :2] = 0
-        suite = MetricSuite(
-            metrics=["boundary", "topology"],
-            num_classes=NUM_CLASSES,
-            class_names=CLASS_NAMES,
-            spacing_um=[3.87, 11.3],
-            anatomy=ANATOMY,
-        )
+        suite = make_suite(["boundary", "topology"], anatomy=ANATOMY)
         suite.update(target, target)
         out = suite.compute()
         assert out["mad_um"].item() == 0.0 and out["topology_violation_rate"].item() == 0.0
