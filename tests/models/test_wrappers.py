@@ -69,3 +69,12 @@ def test_minimum_size_is_honoured() -> None:
     out = PadToDivisor(net)(torch.randn(1, 1, 5, 5))
     assert out.logits.shape[-2:] == (5, 5)
     assert net.seen[-1] == (24, 12)  # at least 24 x 9, then multiples of (8, 4)
+
+
+def test_compiled_keeps_the_padding_settings_and_shares_parameters() -> None:
+    net = nn.Conv2d(1, 2, 3, padding=1)
+    wrapper = PadToDivisor(net, size_divisor=(16, 8), requires_square=True, mode="constant")
+    compiled = wrapper.compiled()  # torch.compile is lazy: nothing compiles until a call
+    assert isinstance(compiled, PadToDivisor) and compiled.net is not net
+    assert (compiled.size_divisor, compiled.requires_square, compiled.mode) == ((16, 8), True, "constant")
+    assert all(a is b for a, b in zip(compiled.parameters(), wrapper.parameters(), strict=True))

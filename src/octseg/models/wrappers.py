@@ -103,6 +103,16 @@ class PadToDivisor(nn.Module):
         self.min_hw = getattr(net, "min_hw", None)
         self.mode = mode
 
+    def compiled(self) -> PadToDivisor:
+        """The same wrapper around ``torch.compile(self.net)`` (parameters shared).
+
+        Padding and cropping stay in eager mode, so the compiled graph only sees padded shapes:
+        B-scans of many widths round to a few padded sizes and recompile rarely.
+        """
+        return PadToDivisor(
+            torch.compile(self.net), self.size_divisor, self.requires_square, self.mode
+        )
+
     def forward(self, x: torch.Tensor) -> SegOutput:
         padded, (h, w) = pad_to_divisor(
             x, self.size_divisor, self.requires_square, self.mode, self.min_hw

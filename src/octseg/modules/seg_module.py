@@ -35,7 +35,8 @@ class SegModule(pl.LightningModule):
         test_metrics: metric suite for the test split (defaults to a copy of ``val_metrics``).
         channels_last: run the network in channels-last memory format (faster for some CPU
             and GPU convolutions).
-        compile: wrap the network with ``torch.compile``.
+        compile: wrap the network with ``torch.compile`` (padding stays eager:
+            :meth:`PadToDivisor.compiled`).
     """
 
     def __init__(
@@ -65,7 +66,7 @@ class SegModule(pl.LightningModule):
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         # Kept out of the module registry so the state dict holds the parameters only once.
-        self.__dict__["_compiled"] = torch.compile(self.net) if compile else None
+        self.__dict__["_compiled"] = self.net.compiled() if compile else None
         self.test_results: dict[str, float] = {}
 
     # ------------------------------------------------------------------ forward and steps

@@ -92,12 +92,6 @@ def _prepare(net: nn.Module, channels_last: bool) -> nn.Module:
     return net.to(memory_format=torch.channels_last) if channels_last else net
 
 
-def _maybe_compile(net: nn.Module, compile: bool) -> nn.Module:
-    # Padding stays outside the compiled graph: PadToDivisor(OptimizedModule) pads in eager mode,
-    # so the compiled region always sees the same padded shape.
-    return PadToDivisor(torch.compile(net.net)) if compile else net
-
-
 def time_forward(
     net: nn.Module,
     shape: Sequence[int] = BSCAN_SHAPE,
@@ -249,7 +243,8 @@ def profile_model(
     # Training-mode passes run at batch 1 unless the net cannot (BatchNorm after a global pooling,
     # e.g. DeepLabV3+'s ASPP, needs 2 samples); the figures stay per sample.
     train_batch = 1
-    padded = _maybe_compile(_prepare(net, channels_last), compile).train()
+    padded = _prepare(net, channels_last)
+    padded = (padded.compiled() if compile else padded).train()
 
     def train_step_at(batch: int) -> Callable[[], None]:
         x = _input((batch, *shape[1:]), channels_last)
