@@ -1,16 +1,15 @@
 """Evaluate a checkpoint on a test split, or prediction files made by any tool.
 
     python eval.py ckpt_path=logs/train/runs/<run>/checkpoints/best.ckpt [dataset.split=kfold ...]
-    python eval.py pred_dir=DIR gt_dir=DIR num_classes=10 spacing=[3.87,11.3]
+    python eval.py pred_dir=DIR gt_dir=DIR num_classes=10 'spacing_um=[3.87,11.3]'
     python eval.py pred_dir=DIR dataset=duke paths.data_dir=../shared/datasets
 
-Both modes write metrics.json, per_scan.csv, boundaries.csv and thickness.csv to the run
-directory (the same code produces them) and print a per-class table.
+Both modes write metrics.json, per_scan.csv, boundaries.csv and thickness.csv to the run folder
+(logs/eval/runs/...; the same code writes train.py's test report) and print a per-class table.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -19,10 +18,9 @@ os.environ.setdefault("OCTSEG_ROOT", str(Path(__file__).resolve().parent))
 import hydra
 from omegaconf import DictConfig
 
-from octseg.evaluate import evaluate_checkpoint, evaluate_folders
+from octseg.evaluation.commands import evaluate_checkpoint, evaluate_folders
 from octseg.utils.resolvers import register_resolvers
 
-log = logging.getLogger("octseg.eval")
 register_resolvers()
 
 

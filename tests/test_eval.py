@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import REPO_ROOT
-from train import train
+from octseg.training import train
 
 
 def _eval_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -48,10 +48,10 @@ def test_eval_checkpoint_round_trip(trained_run: Path, tmp_path: Path) -> None:
     metrics_file = _single(tmp_path / "logs", "metrics.json")
     out = metrics_file.parent
     result = json.loads(metrics_file.read_text())
-    trained = json.loads((trained_run / "metrics.json").read_text())["metrics"]
+    trained = json.loads((trained_run / "metrics.json").read_text())["dataset"]
     # The same weights on the same test split give the same Dice through both code paths
     # (batched torchmetrics in training, per-scan at original size in eval.py).
-    assert result["dataset"]["dice"] == pytest.approx(trained["test/dice"], rel=1e-5)
+    assert result["dataset"]["dice"] == pytest.approx(trained["dice"], rel=1e-5)
     with open(out / "per_scan.csv") as f:
         rows = list(csv.DictReader(f))
     assert rows and {"scan", "class", "dice", "hd95_um", "assd_um"} <= set(rows[0])
@@ -75,7 +75,7 @@ def test_eval_prediction_folders(tmp_path: Path) -> None:
         Image.fromarray(gt).save(gt_dir / f"vol1_{i:02d}.png")
         np.save(pred_dir / f"vol1_{i:02d}.npy", pred)
     proc = _eval_cli([f"pred_dir={pred_dir}", f"gt_dir={gt_dir}", "num_classes=3",
-                      "spacing=[4.0,10.0]"], tmp_path)
+                      "spacing_um=[4.0,10.0]"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(_single(tmp_path / "logs", "metrics.json").read_text())
     assert 0.9 < result["dataset"]["dice"] < 1.0
@@ -93,3 +93,15 @@ def test_eval_rejects_missing_and_corrupt_checkpoints(tmp_path: Path) -> None:
     torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
     proc = _eval_cli([f"ckpt_path={tmp_path / 'foreign.ckpt'}"], tmp_path)
     assert proc.returncode != 0 and "not an OCTSeg training checkpoint" in proc.stderr
+
+
+def test_eval_prediction_folders_require_the_label_set(tmp_path: Path) -> None:
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    pred_dir.mkdir()
+    gt_dir.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(gt_dir / "a_00.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(pred_dir / "a_00.png")
+    proc = _eval_cli([f"pred_dir={pred_dir}", f"gt_dir={gt_dir}"], tmp_path)
+    assert proc.returncode != 0 and "needs the label set: give num_classes=K" in proc.stderr
+    proc = _eval_cli([f"pred_dir={pred_dir}", f"gt_dir={gt_dir}", "num_classes=2"], tmp_path)
+    assert proc.returncode != 0 and "spacing_um=[AXIAL_UM,LATERAL_UM]" in proc.stderr

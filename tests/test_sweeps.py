@@ -17,7 +17,7 @@ def test_multirun_runs_one_job_per_seed(tmp_path: Path) -> None:
     _run_cli(["-m", "model=unet_small", "seed=1,2", *FAST_OVERRIDES], tmp_path)
     metrics = sorted((tmp_path / "logs").rglob("metrics.json"))
     assert len(metrics) == 2
-    seeds = {json.loads(m.read_text())["run_name"].rsplit("-s", 1)[1] for m in metrics}
+    seeds = {json.loads(m.read_text())["run"]["run_name"].rsplit("-s", 1)[1] for m in metrics}
     assert seeds == {"1", "2"}
 
 

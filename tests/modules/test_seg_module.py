@@ -10,7 +10,7 @@ import hydra
 import pytest
 import torch
 
-from train import train
+from octseg.training import train
 
 
 def _module(make_cfg, *overrides: str) -> torch.nn.Module:

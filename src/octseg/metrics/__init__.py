@@ -4,12 +4,6 @@ topology, surface-distance, probabilistic, fluid and choroid metrics (see docs/m
 from __future__ import annotations
 
 from octseg.metrics.overlap import compute_overlap_scores, confusion_counts
-from octseg.metrics.evaluation import (
-    EvaluationResult,
-    ScanPrediction,
-    evaluate_label_maps,
-    load_prediction_folders,
-)
 from octseg.metrics.suite import FAMILIES, MetricSuite
 
 __all__ = [
@@ -17,8 +11,4 @@ __all__ = [
     "FAMILIES",
     "confusion_counts",
     "compute_overlap_scores",
-    "ScanPrediction",
-    "EvaluationResult",
-    "evaluate_label_maps",
-    "load_prediction_folders",
 ]

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from octseg.models.base import SegOutput, as_seg_output
+from octseg.models.checks import check_model_dataset
 from octseg.models.wrappers import PadToDivisor
 
 __all__ = ["SegModule"]
-
 
 
 class SegModule(pl.LightningModule):
@@ -37,7 +37,14 @@ class SegModule(pl.LightningModule):
             and GPU convolutions).
         compile: wrap the network with ``torch.compile`` (padding stays eager:
             :meth:`PadToDivisor.compiled`).
+        in_channels: the dataset's input channels, checked against the network in
+            :meth:`setup` (None: not checked).
+        num_classes: the dataset's number of classes, checked likewise.
     """
+
+    #: ``predict_step`` returns per-scan label maps (the contract of
+    #: :mod:`octseg.evaluation.predictions`), so the evaluation package can evaluate this module.
+    predicts_scans = True
 
     def __init__(
         self,
@@ -49,6 +56,8 @@ class SegModule(pl.LightningModule):
         test_metrics: nn.Module | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        in_channels: int | None = None,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         # Nets, losses and metrics are rebuilt from the run config stored in the checkpoint.
@@ -68,6 +77,14 @@ class SegModule(pl.LightningModule):
         # Kept out of the module registry so the state dict holds the parameters only once.
         self.__dict__["_compiled"] = self.net.compiled() if compile else None
         self.test_results: dict[str, float] = {}
+
+    def setup(self, stage: str) -> None:
+        """Checks that the network takes the dataset's channels and predicts its classes before
+        any time is spent (the entry points know nothing of networks)."""
+        if self.hparams.in_channels is not None and self.hparams.num_classes is not None:
+            check_model_dataset(self.net, int(self.hparams.in_channels),
+                                int(self.hparams.num_classes),
+                                model_name=f"model.net <{type(self.net.net).__name__}>")  # fmt: skip
 
     # ------------------------------------------------------------------ forward and steps
     def forward(self, image: torch.Tensor) -> SegOutput:
@@ -134,6 +151,7 @@ class SegModule(pl.LightningModule):
                 "pred": labels[i, :h, :w].cpu(),
                 "probs": probs[i, :, :h, :w].cpu(),
                 "target": batch["mask"][i, :h, :w].cpu() if "mask" in batch else None,
+                "spacing_um": batch["spacing_um"][i].tolist() if "spacing_um" in batch else None,
             })
         return results
 

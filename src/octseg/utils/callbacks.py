@@ -104,8 +104,12 @@ class LogPredictionOverlays(pl.Callback):
 
 
 class LastCheckpointOnException(pl.Callback):
-    """Writes ``<dirpath>/<filename>.ckpt`` (``last.ckpt``) when training stops on Ctrl-C or a
-    crash, so that ``ckpt_path=.../last.ckpt`` resumes from the interruption.
+    """Writes ``<dirpath>/<filename>.ckpt`` (``last.ckpt``) when training stops on Ctrl-C,
+    SIGTERM or a crash, so that ``ckpt_path=.../last.ckpt`` resumes from the interruption.
+
+    Only after training really started (a checkpoint, if any, was restored) and made at least
+    one optimizer step since: a resume that fails while restoring, or a crash before the first
+    step, must not replace a good ``last.ckpt`` with untrained weights.
 
     Written by hand rather than using Lightning's ``OnExceptionCheckpoint``, which deletes its
     file after a normal end (here it is the same ``last.ckpt`` that ``ModelCheckpoint`` keeps)
@@ -114,9 +118,14 @@ class LastCheckpointOnException(pl.Callback):
 
     def __init__(self, dirpath: str, filename: str = "last") -> None:
         self.path = str(Path(dirpath) / f"{filename}.ckpt")
+        self._start_step: int | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start_step = trainer.global_step  # after any checkpoint was restored
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+        started = self._start_step is not None and trainer.global_step > self._start_step
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and started:
             trainer.save_checkpoint(self.path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 from omegaconf import OmegaConf
@@ -28,7 +29,10 @@ def inverse_sqrt_weights(frequencies: Sequence[float]) -> list[float]:
 
 
 def register_resolvers() -> None:
-    """Registers ``${inv_sqrt:list}``; safe to call more than once."""
+    """Registers ``${inv_sqrt:list}`` and ``${pid:}`` (this process's id, which makes run folder
+    names unique among runs started in the same second); safe to call more than once."""
+    if not OmegaConf.has_resolver("pid"):
+        OmegaConf.register_new_resolver("pid", lambda: os.getpid(), use_cache=True)
     if not OmegaConf.has_resolver("inv_sqrt"):
         # A resolver must return a config node (not a plain list) to be stored in a config.
         OmegaConf.register_new_resolver(

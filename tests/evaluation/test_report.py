@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from octseg.metrics.evaluation import (
+from octseg.evaluation import (
     PER_SCAN_COLUMNS,
     ScanPrediction,
     evaluate_label_maps,
     load_prediction_folders,
+    read_report,
     volume_id_from_name,
 )
 
-from metric_cases import ANATOMY, CLASS_NAMES, NUM_CLASSES, layered_map
+from tests.metrics.metric_cases import ANATOMY, CLASS_NAMES, NUM_CLASSES, layered_map
 
 SPACING = [3.87, 11.3]
 
@@ -55,7 +56,8 @@ def test_round_trip_writes_all_reports(tmp_path) -> None:
     )
     paths = result.write(tmp_path / "out")
     report = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert set(report) == {"dataset", "volumes", "settings"}
+    assert set(report) == {"format", "format_version", "dataset", "volumes", "settings"}
+    assert read_report(tmp_path / "out" / "metrics.json") == report
     assert report["volumes"]["Subject_01"]["mad_um"] == 0.0
     assert report["volumes"]["Subject_02"]["mad_um"] == pytest.approx(3.87)
     assert report["dataset"]["mad_um"] == pytest.approx(3.87 / 2)
@@ -81,7 +83,7 @@ def test_round_trip_writes_all_reports(tmp_path) -> None:
         trows = list(csv.DictReader(f))
     assert list(trows[0])[:3] == ["scan", "layer", "mean_abs_err_um"]
     table = result.format_table()
-    assert "RNFL" in table and "mean (fg)" in table
+    assert "RNFL" in table and "mean (foreground)" in table and "ILM" in table
 
 
 def test_in_memory_scans_with_probabilities() -> None:

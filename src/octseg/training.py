@@ -1,0 +1,185 @@
+"""What ``train.py`` does: fit any LightningModule configured under ``model`` on any DataModule
+under ``dataset.datamodule``, resume safely, and write the test report through the evaluation
+package (the same files ``eval.py`` writes for the best checkpoint).
+
+Module families plug in without changes here: a module whose class sets ``predicts_scans = True``
+(:class:`~octseg.modules.seg_module.SegModule` and every method built on it) is tested by
+predicting the test split scan by scan and computing the metric suite (``metrics`` group); any
+other module is tested by its own ``test_step`` through ``trainer.test`` and reports what it logs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from octseg.evaluation.checkpoint import (
+    check_resume_compatible,
+    load_checkpoint,
+    resume_overrides,
+)
+from octseg.evaluation.commands import evaluate_module
+from octseg.evaluation.report import EvaluationResult, format_report
+from octseg.utils.callbacks import StoreRunConfig
+from octseg.utils.instantiators import instantiate_callbacks, instantiate_loggers
+from octseg.utils.io import atomic_write_text
+from octseg.utils.run_folder import claim_run_folder
+
+__all__ = ["SIGTERM_EXIT_CODE", "resume_argv", "train"]
+
+log = logging.getLogger("octseg.train")
+
+#: Exit status after SIGTERM (128 + 15), so that cluster schedulers requeue a pre-empted job.
+SIGTERM_EXIT_CODE = 143
+
+
+def resume_argv(argv: Sequence[str]) -> list[str]:
+    """Rewrites ``train.py`` arguments for a resume: ``ckpt_path=X`` re-composes the overrides
+    stored in X (the user's new ones on top) and continues in X's run folder. Other command
+    lines (and multiruns) are returned unchanged.
+
+    Raises:
+        FileNotFoundError, ValueError: if the checkpoint is missing or not OCTSeg's.
+    """
+    args = list(argv)
+    if "-m" in args or "--multirun" in args:
+        return args
+    overrides = [a for a in args if not a.startswith("-") and "=" in a]
+    ckpt = next((a.split("=", 1)[1] for a in overrides if a.startswith("ckpt_path=")), None)
+    if not ckpt or ckpt == "null":
+        return args
+    flags = [a for a in args if a not in overrides]
+    return flags + resume_overrides(ckpt, overrides)
+
+
+def _check_budget(cfg: DictConfig) -> None:
+    if not cfg.get("train"):
+        return
+    trainer = cfg.get("trainer") or {}
+    for key in ("max_epochs", "max_steps"):
+        if trainer.get(key) == 0:
+            raise ValueError(
+                f"trainer.{key}=0 trains nothing, and testing an untrained model reports "
+                "meaningless metrics. Give a positive budget, or evaluate a checkpoint with "
+                "eval.py ckpt_path=... ."
+            )
+
+
+def _resume_wandb_run(cfg: DictConfig, ckpt: dict[str, Any]) -> None:
+    """Continues the checkpoint's W&B run (its id is stored inside)."""
+    if "wandb" in (cfg.get("logger") or {}) and ckpt.get("wandb_run_id"):
+        cfg.logger.wandb.id = ckpt["wandb_run_id"]
+        cfg.logger.wandb.resume = "allow"
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fits the model, tests the best checkpoint and writes the report; returns the final
+    training values (``trainer.callback_metrics``) and the test values (``test/<key>``).
+
+    The W&B run is closed on the way out (also after a crash), so that every job of a multirun
+    gets its own complete run.
+
+    Raises:
+        SystemExit: with status 143 when SIGTERM stopped training (``last.ckpt`` is written).
+    """
+    try:
+        return _train(cfg)
+    finally:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def _train(cfg: DictConfig) -> dict[str, float]:
+    _check_budget(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:
+        ckpt = load_checkpoint(ckpt_path)
+        check_resume_compatible(ckpt["octseg_config"], cfg, ckpt_path)
+        _resume_wandb_run(cfg, ckpt)
+        del ckpt
+    claim_run_folder(output_dir, resuming=bool(ckpt_path))
+    pl.seed_everything(cfg.seed, workers=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    config_file = output_dir / "config.yaml"
+    if ckpt_path and config_file.exists():  # keep the original run's config beside the new one
+        config_file = output_dir / f"config.resumed-{int(Path(ckpt_path).stat().st_mtime)}.yaml"
+    atomic_write_text(config_file, OmegaConf.to_yaml(resolved))
+
+    log.info("Dataset <%s>", cfg.dataset.datamodule._target_)
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.dataset.datamodule)
+    log.info("Model <%s>", cfg.model._target_)
+    model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    callbacks = instantiate_callbacks(cfg.get("callbacks")) + [StoreRunConfig(resolved, overrides)]
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    for lg in loggers:
+        lg.log_hyperparams(resolved)
+
+    if cfg.get("train"):
+        try:
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path,
+                        weights_only=False)  # our own checkpoints hold the run config
+        except SIGTERMException as err:  # Lightning exits with status 0 otherwise
+            log.warning("SIGTERM: stopped training; resume with ckpt_path=%s",
+                        output_dir / "checkpoints" / "last.ckpt")  # fmt: skip
+            raise SystemExit(SIGTERM_EXIT_CODE) from err
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+    if cfg.get("test"):
+        result = _test(cfg, trainer, model, datamodule, metrics)
+        if result is not None:
+            metrics.update({f"test/{k}": v for k, v in result.dataset.items()})
+    return metrics
+
+
+def _best_checkpoint(trainer: pl.Trainer) -> str | None:
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if not best or not Path(best).exists():
+        log.warning("No best checkpoint found; testing the current weights.")
+        return None
+    return best
+
+
+def _test(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    model: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    training_values: dict[str, float],
+) -> EvaluationResult | None:
+    """Tests the best checkpoint and writes the report (rank 0); returns it there."""
+    best = _best_checkpoint(trainer)
+    run_info = {"run_name": cfg.get("run_name"), "best_checkpoint": best,
+                "training": dict(sorted(training_values.items()))}  # fmt: skip
+    if getattr(model, "predicts_scans", False):
+        if not trainer.is_global_zero:
+            return None
+        if best is not None:
+            model.load_state_dict(load_checkpoint(best)["state_dict"])
+        return evaluate_module(model, datamodule, cfg.metrics, cfg.paths.output_dir,
+                               precision=cfg.trainer.get("precision"), run_info=run_info)  # fmt: skip
+    trainer.test(model=model, datamodule=datamodule, ckpt_path=best, weights_only=False,
+                 verbose=False)  # fmt: skip
+    if not trainer.is_global_zero:
+        return None
+    values = {k[len("test/"):]: float(v) for k, v in trainer.callback_metrics.items()
+              if k.startswith("test/") and v.numel() == 1}  # fmt: skip
+    result = EvaluationResult(dataset=values, run=run_info,
+                              class_names=list(cfg.dataset.get("class_names") or []),
+                              settings={"source": f"{type(model).__name__}.test_step"})  # fmt: skip
+    result.write(cfg.paths.output_dir)
+    print(format_report(values, result.class_names, title="test"))
+    return result
