@@ -113,7 +113,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> Any:
     trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False)
     batches = trainer.predict(model, dataloaders=datamodule.test_dataloader())
-    keep_probs = "probabilistic" in list(suite_cfg.get("metrics", []))
+    keep_probs = "probabilistic" in list(suite_cfg.get("families", []))
     scans = []
     for batch in batches:
         for item in batch:
@@ -141,7 +141,7 @@ def evaluate_folders(cfg: DictConfig) -> Any:
         suite["num_classes"] = int(cfg.num_classes)
         suite["class_names"] = None
         suite["anatomy"] = None
-        suite["metrics"] = [m for m in suite.get("metrics", []) if m in ("overlap", "distance")]
+        suite["families"] = [m for m in suite.get("families", []) if m in ("overlap", "distance")]
     if cfg.get("spacing") is not None:
         if len(cfg.spacing) != 2:
             raise ValueError(f"spacing must be [axial_um, lateral_um], got {list(cfg.spacing)}.")

@@ -278,7 +278,7 @@ def evaluate_label_maps(
     ignore_index: int | None = 255,
     spacing_um: Sequence[float] = (1.0, 1.0),
     anatomy: Mapping[str, Any] | None = None,
-    metrics: Sequence[str] | None = None,
+    families: Sequence[str] | None = None,
     **suite_kwargs: Any,
 ) -> EvaluationResult:
     """Computes every applicable metric on label-map predictions.
@@ -290,7 +290,7 @@ def evaluate_label_maps(
         ignore_index: reference label of unannotated pixels.
         spacing_um: ``[axial, lateral]`` pixel spacing in micrometres.
         anatomy: the dataset's anatomy (see :class:`MetricSuite`); None for none.
-        metrics: metric families; default :func:`default_families` (probabilistic only when
+        families: metric families; default :func:`default_families` (probabilistic only when
             the first scan carries probabilities).
         **suite_kwargs: further :class:`MetricSuite` arguments (``include_background``,
             ``bscan_spacing_um``, ``options``, ...).
@@ -306,13 +306,13 @@ def evaluate_label_maps(
     if first is None:
         raise ValueError("No scans to evaluate; check pred_dir/gt_dir or the test split.")
     families = (
-        list(metrics)
-        if metrics is not None
+        list(families)
+        if families is not None
         else default_families(anatomy, first.probs is not None)
     )
     suite_kwargs.setdefault("preds_are_probabilities", True)  # ScanPrediction.probs
     suite = MetricSuite(
-        metrics=families,
+        families=families,
         num_classes=num_classes,
         class_names=class_names,
         ignore_index=ignore_index,
@@ -345,7 +345,7 @@ def evaluate_label_maps(
         per_scan,
         class_names=names,
         settings={
-            "metrics": families,
+            "families": families,
             "num_classes": num_classes,
             "spacing_um": list(spacing_um),
             "ignore_index": ignore_index,
