@@ -54,7 +54,7 @@ _DUKE = yaml.safe_load((CONF / "dataset" / "duke.yaml").read_text())
 ANATOMY = _DUKE["anatomy"]
 SPACING = tuple(_DUKE["spacing_um"])
 SUITES = {
-    name: yaml.safe_load((CONF / "metrics" / f"{name}.yaml").read_text())["metrics"]
+    name: yaml.safe_load((CONF / "metrics" / f"{name}.yaml").read_text())["families"]
     for name in ("fast", "layers", "fluid", "full")
 }
 DUKE = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "duke_dme" / "masks"
@@ -204,9 +204,9 @@ def main() -> None:
         "ms_per_bscan": {},
     }
 
-    def suite_run(families, inputs):
+    def suite_run(families, inputs, spacing=None):
         suite = MetricSuite(
-            metrics=families,
+            families=families,
             num_classes=10,
             class_names=CLASS_NAMES,
             spacing_um=SPACING,
@@ -214,12 +214,16 @@ def main() -> None:
             bscan_spacing_um=123.0,
         )
         for x, t in zip(inputs, target_t):
-            suite.update(x, t, torch.tensor([0]))
+            suite.update(x, t, torch.tensor([0]), spacing_um=spacing)
         return suite.compute()
 
     for name, families in SUITES.items():
         wall, cpu, _ = timed(lambda: suite_run(families, logits), args.repeats)
         res["ms_per_bscan"][f"suite {name} (logits)"] = (wall / n, cpu / n)
+    # the same with each batch bringing its own spacing (the data layer's 'spacing_um' key)
+    rows = torch.tensor([[*SPACING, 123.0]], dtype=torch.float32)
+    wall, cpu, _ = timed(lambda: suite_run(SUITES["full"], logits, rows), args.repeats)
+    res["ms_per_bscan"]["suite full (logits, per-scan spacing)"] = (wall / n, cpu / n)
     label_inputs = [torch.from_numpy(p)[None] for p in preds]
     wall, cpu, _ = timed(lambda: suite_run(SUITES["fast"], label_inputs), args.repeats)
     res["ms_per_bscan"]["suite fast (label maps)"] = (wall / n, cpu / n)

@@ -48,7 +48,7 @@ def layered_map(height: int = 60, width: int = 32, bounds=BOUNDS, shift: int = 0
     return (rows.unsqueeze(-1) >= b).sum(-1).long()
 
 
-def make_suite(metrics: Sequence[str], **kwargs: Any) -> MetricSuite:
+def make_suite(families: Sequence[str], **kwargs: Any) -> MetricSuite:
     """A suite over the test label maps: 10 named classes, Duke's spacing, the test anatomy;
     any argument of :class:`MetricSuite` overrides these."""
     defaults: dict[str, Any] = {
@@ -57,4 +57,4 @@ def make_suite(metrics: Sequence[str], **kwargs: Any) -> MetricSuite:
         "spacing_um": [3.87, 11.3],
         "anatomy": ANATOMY,
     }
-    return MetricSuite(metrics=list(metrics), **{**defaults, **kwargs})
+    return MetricSuite(families=list(families), **{**defaults, **kwargs})

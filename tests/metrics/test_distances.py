@@ -128,3 +128,27 @@ def test_lateral_shift_uses_lateral_spacing() -> None:
     pred = np.roll(target, 2, axis=1)
     out = compute_surface_distances(pred, target, [1], (3.87, 11.3))
     assert out[0, 0] == pytest.approx(2 * 11.3)
+
+
+def test_each_scan_uses_its_own_lateral_spacing() -> None:
+    """A square shifted one column: HD is one lateral pixel, per scan."""
+    target = torch.zeros(2, 20, 20, dtype=torch.long)
+    target[:, 5:15, 5:15] = 1
+    pred = torch.zeros_like(target)
+    pred[:, 5:15, 6:16] = 1
+    spacing = torch.tensor([[3.87, 11.3], [3.87, 6.0]])
+    suite = make_suite(["distance"])
+    suite.update(pred, target, torch.tensor([0, 1]), spacing_um=spacing)
+    hd = suite.per_scan()["distance"]["hd_um"][:, 1]
+    assert hd.tolist() == pytest.approx([11.3, 6.0])
+    for b, (axial, lateral) in enumerate(spacing.tolist()):
+        ref = compute_surface_distances(pred[b].numpy(), target[b].numpy(), [1], (axial, lateral))[
+            0
+        ]
+        got = [
+            suite.per_scan()["distance"][m][b, 1].item() for m in ("hd_um", "hd95_um", "assd_um")
+        ]
+        assert got == pytest.approx(ref.tolist())
+    out = suite.compute()
+    assert out["hd_um/RNFL"].item() == pytest.approx((11.3 + 6.0) / 2)
+    assert out["volume/hd_um/RNFL"].item() == pytest.approx((11.3 + 6.0) / 2)

@@ -13,8 +13,8 @@ from octseg.metrics.suite import MetricSuite
 from metric_cases import CLASS_NAMES, NUM_CLASSES, layered_map, make_suite
 
 
-def _suite(metrics=("overlap", "boundary"), **kwargs) -> MetricSuite:
-    return make_suite(metrics, **kwargs)
+def _suite(families=("overlap", "boundary"), **kwargs) -> MetricSuite:
+    return make_suite(families, **kwargs)
 
 
 def test_keys_are_flat_scalars() -> None:
@@ -46,7 +46,7 @@ def test_dice_matches_monai_on_random_maps() -> None:
     gen = torch.Generator().manual_seed(0)
     target = torch.randint(0, NUM_CLASSES, (3, 24, 20), generator=gen)
     logits = torch.randn(3, NUM_CLASSES, 24, 20, generator=gen)
-    suite = _suite(metrics=["overlap"])
+    suite = _suite(families=["overlap"])
     suite.update(logits, target)
     out = suite.compute()
     pred = logits.argmax(1)
@@ -89,7 +89,7 @@ def test_volume_pools_counts_not_slice_scores() -> None:
     small[0:4, 0:4] = 9
     pred_small = torch.zeros_like(big)
     pred_small[0:2, 0:4] = 9
-    suite = _suite(metrics=["overlap"])
+    suite = _suite(families=["overlap"])
     suite.update(torch.stack([big, pred_small]), torch.stack([big, small]), torch.tensor([0, 0]))
     out = suite.compute()
     # fluid: slice 1 has Dice 2*8/(16+8); pooled over the volume the same (slice 0 has no fluid)
@@ -126,7 +126,7 @@ def test_compute_without_update_gives_nan() -> None:
 
 def test_bad_inputs_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="Unknown metric families"):
-        _suite(metrics=["overlap", "nope"])
+        _suite(families=["overlap", "nope"])
     suite = _suite()
     with pytest.raises(ValueError, match="num_classes"):
         suite.update(torch.full((1, 4, 4), 12), torch.zeros(1, 4, 4, dtype=torch.long))
@@ -135,18 +135,18 @@ def test_bad_inputs_raise_clear_errors() -> None:
             torch.zeros(1, 4, 5, dtype=torch.long), torch.zeros(1, 4, 4, dtype=torch.long)
         )
     with pytest.raises(ValueError, match="anatomy.ordered_labels"):
-        MetricSuite(metrics=["boundary"], num_classes=3, anatomy={})
+        MetricSuite(families=["boundary"], num_classes=3, anatomy={})
 
 
 def test_empty_value_option_scores_absent_classes() -> None:
     target = layered_map()[None]
-    suite = _suite(metrics=["overlap"], empty_value=1.0)
+    suite = _suite(families=["overlap"], empty_value=1.0)
     suite.update(target.clone(), target)
     out = suite.compute()
     assert out["dice/fluid"].item() == 1.0  # absent from both: counted as perfect
     pred = target.clone()
     pred[0, 30:32, 0:4] = 9  # predicted but absent from the reference: 0, never NaN
-    other = _suite(metrics=["overlap"])
+    other = _suite(families=["overlap"])
     other.update(pred, target)
     assert other.compute()["dice/fluid"].item() == 0.0
 
@@ -155,7 +155,7 @@ def test_class_absent_from_one_volume_is_nan_there_only() -> None:
     with_fluid = layered_map()
     with_fluid[30:34, 5:10] = 9
     without = layered_map()
-    suite = _suite(metrics=["overlap"])
+    suite = _suite(families=["overlap"])
     suite.update(
         torch.stack([with_fluid, without]),
         torch.stack([with_fluid, without]),
@@ -170,7 +170,7 @@ def test_pooled_keys_sum_counts_over_all_volumes() -> None:
     """``pooled/`` scores come from confusion counts summed over every scan of every volume."""
     a, b = layered_map(), layered_map(shift=1)
     pa, pb = layered_map(shift=1), layered_map(shift=3)
-    suite = _suite(metrics=["overlap"])
+    suite = _suite(families=["overlap"])
     suite.update(torch.stack([pa, pb]), torch.stack([a, b]), torch.tensor([0, 1]))
     out = suite.compute()
     preds, targets = torch.stack([pa, pb]), torch.stack([a, b])
@@ -182,3 +182,17 @@ def test_pooled_keys_sum_counts_over_all_volumes() -> None:
         assert out[f"pooled/dice/{name}"].item() == pytest.approx(expected)
     # Two volumes of one scan each: pooled differs from the mean over volumes.
     assert out["pooled/dice"].item() != pytest.approx(out["volume/dice"].item(), rel=1e-9)
+
+
+def test_bad_spacing_rows_raise_clear_errors() -> None:
+    suite = _suite()
+    target = layered_map()[None].expand(2, -1, -1)
+    for rows in (torch.tensor([3.87, 11.3]), torch.ones(3, 2), torch.ones(2, 4)):
+        with pytest.raises(ValueError, match=r"spacing_um must be \[B, 2\]"):
+            suite.update(target, target, spacing_um=rows)
+    for rows in ([[3.87, 0.0], [3.87, 11.3]], [[float("nan"), 11.3], [3.87, 11.3]]):
+        with pytest.raises(ValueError, match="positive finite"):
+            suite.update(target, target, spacing_um=torch.tensor(rows))
+    with pytest.raises(ValueError, match="B-scan distance"):
+        suite.update(target, target, spacing_um=torch.tensor([[3.87, 11.3, -1.0]] * 2))
+    assert len(suite.volume_index) == 0  # nothing half-accumulated by a rejected batch

@@ -28,7 +28,7 @@ def test_auc_ap_equal_sklearn_on_binned_scores_and_close_on_raw(seed: int) -> No
     k, bins = 4, 1000
     probs, target = _case(seed, k)
     suite = MetricSuite(
-        metrics=["probabilistic"],
+        families=["probabilistic"],
         num_classes=k,
         include_background=True,
         preds_are_probabilities=True,
@@ -55,7 +55,7 @@ def test_auc_ap_equal_sklearn_on_binned_scores_and_close_on_raw(seed: int) -> No
 def test_absent_class_is_nan_not_zero() -> None:
     probs, target = _case(3, 4)
     target[target == 3] = 0
-    suite = MetricSuite(metrics=["probabilistic"], num_classes=4, preds_are_probabilities=True)
+    suite = MetricSuite(families=["probabilistic"], num_classes=4, preds_are_probabilities=True)
     suite.update(probs, target)
     out = suite.compute()
     assert math.isnan(out["auroc/class_3"].item()) and math.isnan(out["ap/class_3"].item())
@@ -64,6 +64,6 @@ def test_absent_class_is_nan_not_zero() -> None:
 
 def test_label_predictions_leave_probabilistic_nan() -> None:
     _, target = _case(4, 4)
-    suite = MetricSuite(metrics=["overlap", "probabilistic"], num_classes=4)
+    suite = MetricSuite(families=["overlap", "probabilistic"], num_classes=4)
     suite.update(target.clamp_max(3), target)
     assert math.isnan(suite.compute()["auroc"].item())

@@ -1,12 +1,18 @@
-"""Shared pieces of the metric families: the per-batch context, the family interface and the
-aggregation helpers (per-scan means and per-volume pooling)."""
+"""Shared pieces of the metric families: the per-batch context, the family interface, the
+family registry and the aggregation helpers (per-scan means and per-volume pooling).
+
+A family is a :class:`MetricFamily` subclass that lives in the module of its computation and
+registers itself under its name with :func:`register_family`; :class:`MetricSuite` builds its
+families from :func:`family_registry`.
+"""
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -14,6 +20,13 @@ __all__ = [
     "SuiteSpec",
     "BatchContext",
     "MetricFamily",
+    "register_family",
+    "family_registry",
+    "require_anatomy",
+    "safe_div",
+    "per_image",
+    "label_pixel_counts",
+    "annotated",
     "volume_sum",
     "volume_mean",
     "nanmean0",
@@ -38,7 +51,13 @@ class SuiteSpec:
 
 
 class BatchContext:
-    """One update's inputs plus lazily computed intermediates shared between families."""
+    """One update's inputs plus lazily computed intermediates shared between families.
+
+    Attributes:
+        spacing_um: float64 ``[B, 3]`` per-image spacing on the device of ``target``: axial and
+            lateral pixel size and the distance to the next B-scan in micrometres (NaN when
+            unknown). Families that convert pixels to physical units read each image's own row.
+    """
 
     def __init__(
         self,
@@ -47,12 +66,20 @@ class BatchContext:
         target: torch.Tensor,
         volume_index: torch.Tensor,
         probs: torch.Tensor | None,
+        spacing_um: torch.Tensor | None = None,
     ) -> None:
         self.spec = spec
         self.pred = pred
         self.target = target
         self.volume_index = volume_index
         self.probs = probs
+        if spacing_um is None:
+            bscan = math.nan if spec.bscan_spacing_um is None else spec.bscan_spacing_um
+            row = torch.tensor(
+                [spec.axial_um, spec.lateral_um, bscan], dtype=torch.float64, device=target.device
+            )
+            spacing_um = row.expand(int(target.shape[0]), 3)
+        self.spacing_um = spacing_um
         self.cache: dict[str, Any] = {}
         #: set once the label ranges were validated (by the overlap family or the suite)
         self.labels_checked = False
@@ -125,6 +152,118 @@ class MetricFamily(ABC):
     def per_scan(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-scan values ``{name: [N, C]}`` for reports (default: none)."""
         return {}
+
+
+FamilyType = TypeVar("FamilyType", bound=type[MetricFamily])
+
+#: name -> family class; filled by :func:`register_family` as the family modules are imported.
+_REGISTRY: dict[str, type[MetricFamily]] = {}
+
+
+def register_family(name: str) -> Callable[[FamilyType], FamilyType]:
+    """Class decorator that registers a :class:`MetricFamily` subclass under ``name``.
+
+    Example::
+
+        @register_family("my_family")
+        class MyFamily(MetricFamily):
+            ...
+
+        MetricSuite(families=["overlap", "my_family"], ...)
+
+    Args:
+        name: the family's name in ``MetricSuite(families=...)`` and ``conf/metrics/*.yaml``.
+
+    Returns:
+        The decorator; it sets ``cls.name = name`` and returns the class unchanged otherwise.
+
+    Raises:
+        TypeError: if the decorated object is not a :class:`MetricFamily` subclass.
+        ValueError: if ``name`` is empty or another class is already registered under it.
+    """
+    if not name:
+        raise ValueError("register_family needs a non-empty family name.")
+
+    def decorator(cls: FamilyType) -> FamilyType:
+        if not (isinstance(cls, type) and issubclass(cls, MetricFamily)):
+            raise TypeError(
+                f"@register_family({name!r}) decorates {cls!r}; expected a MetricFamily subclass."
+            )
+        existing = _REGISTRY.get(name)
+        # the same class defined again (a module reloaded) replaces itself; another one may not
+        if existing is not None and _qualified(existing) != _qualified(cls):
+            raise ValueError(
+                f"Metric family {name!r} is already registered by {_qualified(existing)}; "
+                f"{_qualified(cls)} needs another name."
+            )
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def family_registry() -> dict[str, type[MetricFamily]]:
+    """A copy of the registry: every registered family name mapped to its class.
+
+    The built-in families register when :mod:`octseg.metrics.suite` imports their modules, which
+    happens on any import of :mod:`octseg.metrics`.
+    """
+    return dict(_REGISTRY)
+
+
+def require_anatomy(spec: SuiteSpec, family: str, key: str) -> list[int]:
+    """The anatomy list ``key``, or a ValueError saying which setting is missing."""
+    value = spec.anatomy.get(key)
+    if not value:
+        raise ValueError(
+            f"Metric family {family!r} needs anatomy.{key} (got {value!r}); set it in the "
+            "dataset config (conf/dataset/<name>.yaml, key anatomy) or drop the family from "
+            "metrics.families."
+        )
+    return [int(v) for v in value]
+
+
+def safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` where ``den > 0``, NaN elsewhere."""
+    return torch.where(den > 0, num / den.clamp_min(1e-300), torch.full_like(num, float("nan")))
+
+
+def per_image(value: float | torch.Tensor, ndim: int) -> float | torch.Tensor:
+    """A per-image factor ready to scale ``[B, ...]`` tensors of ``ndim`` dimensions: a float
+    stays a float, a tensor ``[B]`` becomes ``[B, 1, ..., 1]``."""
+    if isinstance(value, torch.Tensor):
+        return value.reshape(-1, *([1] * (ndim - 1)))
+    return float(value)
+
+
+def label_pixel_counts(
+    labels: torch.Tensor, groups: list[list[int]], valid: torch.Tensor | None
+) -> torch.Tensor:
+    """Pixels per image falling in each group of labels: float64 ``[B, len(groups)]``.
+
+    Args:
+        labels: integer label maps ``[B, H, W]``.
+        groups: lists of labels counted together.
+        valid: bool ``[B, H, W]`` pixels to count (annotated ones), or None for all.
+    """
+    cols = []
+    for group in groups:
+        inside = torch.isin(labels, torch.as_tensor(group, device=labels.device))
+        if valid is not None:
+            inside &= valid
+        cols.append(inside.sum(dim=(1, 2)))
+    return torch.stack(cols, dim=1).double()
+
+
+def annotated(ctx: BatchContext) -> torch.Tensor | None:
+    """bool ``[B, H, W]`` pixels whose reference is not ``ignore_index`` (None: all are)."""
+    ign = ctx.spec.ignore_index
+    return None if ign is None else ctx.target != ign
 
 
 def volume_sum(rows: torch.Tensor, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

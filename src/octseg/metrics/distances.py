@@ -37,6 +37,7 @@ from octseg.metrics._base import (
     SuiteSpec,
     nanmean0,
     named,
+    register_family,
     volume_mean,
 )
 
@@ -189,16 +190,16 @@ def compute_surface_distances(
     return out
 
 
+@register_family("distance")
 class DistanceFamily(MetricFamily):
-    """HD, HD95 and ASSD (um) per class and scan, computed on CPU with scipy.
+    """HD, HD95 and ASSD (um) per class and scan, computed on CPU with scipy, each scan with its
+    own ``(axial, lateral)`` spacing.
 
     Options (``MetricSuite(options={"distance": {...}})``): ``exclude_border`` (False),
     ``assd_mode`` ("pooled"), ``both_empty_value`` (NaN), ``failure_value_um`` (None: a failed
     scan/class — exactly one mask empty — is left out of the mean and counted in
     ``distance_failures``; a number: the failure enters the mean with that value).
     """
-
-    name = "distance"
 
     def __init__(self, spec: SuiteSpec) -> None:
         super().__init__(spec)
@@ -222,12 +223,13 @@ class DistanceFamily(MetricFamily):
     def update(self, ctx: BatchContext) -> dict[str, torch.Tensor]:
         pred = ctx.pred.detach().cpu().numpy()
         target = ctx.target.detach().cpu().numpy()
+        spacing = ctx.spacing_um[:, :2].cpu().tolist()
         rows = [
             compute_surface_distances(
                 pred[b],
                 target[b],
                 self.classes,
-                (self.spec.axial_um, self.spec.lateral_um),
+                (spacing[b][0], spacing[b][1]),
                 self.spec.ignore_index,
                 self.exclude_border,
                 self.assd_mode,

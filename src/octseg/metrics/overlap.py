@@ -8,17 +8,34 @@ counts, so per-image, per-volume (summed counts) and pooled values all come from
 A ratio whose denominator is zero (for Dice/IoU: the class is absent from both ground truth and
 prediction) is undefined; it is returned as ``empty_value`` (NaN by default) and NaN entries are
 excluded from means with ``nanmean``.
+
+Family ``overlap``: the dataset value of a class is the NaN-ignoring mean of its per-scan scores;
+``volume/<m>`` pools (sums) the counts of each volume's scans, then averages the volume scores
+over volumes; ``pooled/<m>`` sums the counts of every scan of the set before the ratio.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
+from octseg.metrics._base import (
+    BatchContext,
+    MetricFamily,
+    nanmean0,
+    named,
+    register_family,
+    safe_div,
+    volume_sum,
+)
 
 __all__ = [
     "OVERLAP_METRICS",
     "confusion_counts",
     "as_label_map",
     "compute_overlap_scores",
+    "OverlapFamily",
 ]
 
 #: Names of the overlap scores, in the order :func:`compute_overlap_scores` returns them.
@@ -179,3 +196,53 @@ def compute_overlap_scores(
         "accuracy": _ratio(tp + tn, tp + fp + fn + tn, empty_value),
         "balanced_accuracy": (recall + specificity) / 2,
     }
+
+
+@register_family("overlap")
+class OverlapFamily(MetricFamily):
+    """Dice, IoU, precision, recall, specificity, accuracy, balanced accuracy per class."""
+
+    def row_states(self) -> dict[str, tuple[int, ...]]:
+        return {"counts": (self.spec.num_classes, 4)}
+
+    def update(self, ctx: BatchContext) -> dict[str, torch.Tensor]:
+        counts = confusion_counts(
+            ctx.pred, ctx.target, self.spec.num_classes, self.spec.ignore_index
+        )
+        ctx.labels_checked = True  # confusion_counts validated both label ranges
+        return {"counts": counts.double()}
+
+    def _scores(self, counts: torch.Tensor) -> dict[str, torch.Tensor]:
+        scores = compute_overlap_scores(counts, self.spec.empty_value)
+        total = counts[..., 0, :].sum(-1)
+        scores["pixel_accuracy"] = safe_div(counts[..., 0].sum(-1), total)
+        return scores
+
+    def compute(self, states: dict[str, torch.Tensor], volume: torch.Tensor) -> dict[str, Any]:
+        counts = states["counts"]
+        vol_counts, _ = volume_sum(counts, volume)
+        out: dict[str, Any] = {}
+        # "" = mean of per-scan scores; "volume/" = counts pooled per volume, then averaged over
+        # volumes; "pooled/" = counts pooled over the whole set (one score per class, as papers
+        # that report "Dice over the test set" compute it).
+        pooled = counts.sum(0, keepdim=True)
+        for prefix, scores in (
+            ("", self._scores(counts)),
+            ("volume/", self._scores(vol_counts)),
+            ("pooled/", self._scores(pooled)),
+        ):
+            for metric in OVERLAP_METRICS:
+                out.update(
+                    named(
+                        prefix + metric,
+                        nanmean0(scores[metric]),
+                        self.spec.class_names,
+                        self.spec.reported_classes,
+                    )
+                )
+            out[prefix + "pixel_accuracy"] = nanmean0(scores["pixel_accuracy"])
+        return out
+
+    def per_scan(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        scores = compute_overlap_scores(states["counts"], self.spec.empty_value)
+        return {metric: scores[metric] for metric in OVERLAP_METRICS}

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from octseg.metrics._base import BatchContext, MetricFamily, SuiteSpec, named
+from octseg.metrics._base import BatchContext, MetricFamily, SuiteSpec, named, register_family
 
 #: Scores are binned as ``floor(p * num_bins * _SHRINK)`` so that ``p = 1`` lands in the last bin
 #: without a clamp pass; the bin edges move by less than 1e-6 of a bin.
@@ -114,14 +114,13 @@ def ap_from_histogram(hist: torch.Tensor) -> torch.Tensor:
     return torch.where(pos[:, 0] > 0, ap, torch.full_like(ap, float("nan")))
 
 
+@register_family("probabilistic")
 class ProbabilisticFamily(MetricFamily):
     """ROC-AUC, AP and Brier score per class from probabilities.
 
     Options: ``num_bins`` (1000). Batches without probabilities (label-map predictions) are
     skipped for this family, and it reports NaN when it never saw any.
     """
-
-    name = "probabilistic"
 
     def __init__(self, spec: SuiteSpec) -> None:
         super().__init__(spec)

@@ -8,63 +8,47 @@ per-volume and dataset values, and DDP synchronises them. ``compute()`` returns 
 
 Example::
 
-    suite = MetricSuite(metrics=["overlap", "boundary"], num_classes=10, class_names=names,
+    suite = MetricSuite(families=["overlap", "boundary"], num_classes=10, class_names=names,
                         spacing_um=[3.87, 11.3], anatomy=anatomy)
-    suite.update(logits, target, volume_index)
+    suite.update(logits, target, volume_index)                   # the configured spacing
+    suite.update(logits, target, volume_index, spacing_um=rows)  # or [B, 2|3] per scan
     scores = suite.compute()        # {"dice": ..., "dice/RNFL": ..., "mad_um": ..., ...}
+
+The families come from the registry (:func:`~octseg.metrics._base.register_family`); importing
+this module imports every built-in family module, so they are always registered.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torchmetrics import Metric
 
-from octseg.metrics._base import BatchContext, MetricFamily, SuiteSpec
+# The built-in family modules, imported so that their families register (see family_registry).
+from octseg.metrics import (  # noqa: F401
+    cvi,
+    distances,
+    fluid,
+    overlap,
+    probabilistic,
+    surfaces,
+    thickness,
+    topology,
+)
+from octseg.metrics._base import BatchContext, MetricFamily, SuiteSpec, family_registry
 from octseg.metrics.overlap import as_label_map
 
 __all__ = ["MetricSuite", "FAMILIES", "family_registry"]
 
 log = logging.getLogger(__name__)
 
-#: Metric family names accepted by ``MetricSuite(metrics=...)``.
-FAMILIES: tuple[str, ...] = (
-    "overlap",
-    "boundary",
-    "thickness",
-    "topology",
-    "distance",
-    "probabilistic",
-    "fluid",
-    "cvi",
-)
-
-
-def family_registry() -> dict[str, type[MetricFamily]]:
-    """Maps each family name in :data:`FAMILIES` to its class."""
-    from octseg.metrics.biomarkers import CVIFamily, FluidFamily
-    from octseg.metrics.distances import DistanceFamily
-    from octseg.metrics.families import (
-        BoundaryFamily,
-        OverlapFamily,
-        ThicknessFamily,
-        TopologyFamily,
-    )
-    from octseg.metrics.probabilistic import ProbabilisticFamily
-
-    return {
-        "overlap": OverlapFamily,
-        "boundary": BoundaryFamily,
-        "thickness": ThicknessFamily,
-        "topology": TopologyFamily,
-        "distance": DistanceFamily,
-        "probabilistic": ProbabilisticFamily,
-        "fluid": FluidFamily,
-        "cvi": CVIFamily,
-    }
+#: Names of the built-in metric families (sorted); :func:`family_registry` also lists families
+#: registered later with ``register_family``.
+FAMILIES: tuple[str, ...] = tuple(sorted(family_registry()))
 
 
 def _softmax_channels(logits: torch.Tensor) -> torch.Tensor:
@@ -80,18 +64,20 @@ class MetricSuite(Metric):
     """A configurable set of metric families accumulated over batches.
 
     Args:
-        metrics: family names, any of :data:`FAMILIES`.
+        families: family names, any registered family (:data:`FAMILIES` are built in).
         num_classes: number of classes ``K``.
         class_names: one name per class (default ``class_<i>``); used in keys.
         ignore_index: target label of unannotated pixels (not counted anywhere), or None.
-        spacing_um: ``[axial, lateral]`` pixel spacing in micrometres.
+        spacing_um: ``[axial, lateral]`` pixel spacing in micrometres, used for every scan whose
+            update brings no spacing of its own (see :meth:`update`).
         anatomy: ``{ordered_labels, surface_names, layer_labels, fluid_labels}`` and optionally
             ``choroid_labels``/``lumen_labels`` (see docs/metrics.md); needed by the
             boundary, thickness, topology, fluid and cvi families.
         include_background: whether the background labels enter the headline means (per-class
             keys are reported for every class regardless, except for distances).
         background_labels: labels treated as background (default ``[0]``).
-        bscan_spacing_um: distance between B-scans, for fluid volumes in mm^3 (None: no volume).
+        bscan_spacing_um: distance between B-scans, for fluid volumes in mm^3 (None: no volume),
+            used where an update brings no (or a NaN) B-scan distance.
         empty_value: value of an overlap score whose denominator is zero (a class absent from
             both masks): NaN (default, excluded from means) or e.g. 1.0.
         preds_are_probabilities: float ``preds`` are probabilities instead of logits (matters
@@ -108,7 +94,7 @@ class MetricSuite(Metric):
 
     def __init__(
         self,
-        metrics: Sequence[str] = ("overlap",),
+        families: Sequence[str] = ("overlap",),
         num_classes: int = 2,
         class_names: Sequence[str] | None = None,
         ignore_index: int | None = 255,
@@ -124,11 +110,11 @@ class MetricSuite(Metric):
     ) -> None:
         super().__init__(**kwargs)
         registry = family_registry()
-        unknown = [m for m in metrics if m not in registry]
+        unknown = [m for m in families if m not in registry]
         if unknown:
             raise ValueError(
                 f"Unknown metric families {unknown}; choose from {sorted(registry)} "
-                "(conf/metrics/*.yaml, key metrics)."
+                "(conf/metrics/*.yaml, key families)."
             )
         names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
         if len(names) != num_classes:
@@ -157,7 +143,7 @@ class MetricSuite(Metric):
             options={k: dict(v) for k, v in (options or {}).items()},
         )
         self.preds_are_probabilities = preds_are_probabilities
-        self.family_names = list(dict.fromkeys(metrics))
+        self.family_names = list(dict.fromkeys(families))
         self.families: dict[str, MetricFamily] = {
             name: registry[name](self.spec) for name in self.family_names
         }
@@ -215,6 +201,7 @@ class MetricSuite(Metric):
         target: torch.Tensor,
         volume_index: torch.Tensor | None = None,
         probs: torch.Tensor | None = None,
+        spacing_um: torch.Tensor | None = None,
     ) -> None:
         """Accumulates one batch.
 
@@ -225,9 +212,13 @@ class MetricSuite(Metric):
                 volume -1 (``volume/`` keys then pool the whole set).
             probs: class probabilities ``[B, K, H, W]``; derived from float ``preds`` (softmax
                 unless ``preds_are_probabilities``) when None.
+            spacing_um: each image's spacing in micrometres, ``[B, 2]`` (axial, lateral) or
+                ``[B, 3]`` (axial, lateral, distance to the next B-scan; NaN where unknown);
+                None uses the suite's ``spacing_um`` and ``bscan_spacing_um`` for every image.
+                A missing or NaN B-scan distance falls back to ``bscan_spacing_um``.
 
         Raises:
-            ValueError: on shape mismatches.
+            ValueError: on shape mismatches or non-positive spacing.
         """
         if target.ndim != 3:
             raise ValueError(f"target must be [B, H, W] labels, got shape {tuple(target.shape)}.")
@@ -251,7 +242,8 @@ class MetricSuite(Metric):
             raise ValueError(
                 f"volume_index must have shape [{batch}], got {tuple(volume_index.shape)}."
             )
-        ctx = BatchContext(self.spec, labels, target.long(), volume_index, probs)
+        spacing = None if spacing_um is None else self._batch_spacing(spacing_um, target)
+        ctx = BatchContext(self.spec, labels, target.long(), volume_index, probs, spacing)
         self.volume_index.append(volume_index)
         for fam_name, family in self.families.items():
             for state, value in family.update(ctx).items():
@@ -261,6 +253,33 @@ class MetricSuite(Metric):
                     setattr(self, key, current + value.to(current.device, current.dtype))
                 else:
                     getattr(self, key).append(value.to(torch.float64))
+
+    def _batch_spacing(self, spacing_um: Any, target: torch.Tensor) -> torch.Tensor:
+        """Validated float64 ``[B, 3]`` spacing rows on the device of ``target``."""
+        batch = int(target.shape[0])
+        rows = torch.as_tensor(spacing_um)
+        if rows.ndim != 2 or rows.shape[0] != batch or rows.shape[1] not in (2, 3):
+            raise ValueError(
+                f"spacing_um must be [B, 2] (axial, lateral) or [B, 3] (axial, lateral, B-scan "
+                f"distance) micrometres with B={batch}, got shape {tuple(rows.shape)}; it comes "
+                "from the batch key 'spacing_um' (dataset) or MetricSuite.update(spacing_um=...)."
+            )
+        rows = rows.to(device=target.device, dtype=torch.float64)
+        fallback = self.spec.bscan_spacing_um
+        fallback = math.nan if fallback is None else fallback
+        if rows.shape[1] == 2:
+            rows = torch.cat([rows, rows.new_full((batch, 1), fallback)], dim=1)
+        else:
+            rows = torch.cat([rows[:, :2], rows[:, 2:].nan_to_num(nan=fallback)], dim=1)
+        pixel, bscan = rows[:, :2], rows[:, 2]
+        ok = (pixel.isfinite() & (pixel > 0)).all() & (bscan.isnan() | (bscan > 0)).all()
+        if not bool(ok):
+            raise ValueError(
+                "spacing_um must hold positive finite axial and lateral micrometres and a "
+                f"positive (or NaN) B-scan distance per image, got {rows.tolist()}; check the "
+                "dataset's spacing (batch key 'spacing_um')."
+            )
+        return rows
 
     def _family_states(self, fam_name: str) -> dict[str, torch.Tensor]:
         prefix = f"{fam_name}__"

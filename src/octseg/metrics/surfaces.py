@@ -1,4 +1,4 @@
-"""OCT layer surfaces, boundary errors, layer thickness and topology, vectorised in torch.
+"""OCT layer surfaces and boundary errors, vectorised in torch.
 
 Anatomy: ``ordered_labels`` lists the region labels top to bottom (vitreous, layers..., choroid);
 surface ``k`` (``k = 0 .. R-2`` for ``R`` regions) separates ``ordered_labels[k]`` from
@@ -15,24 +15,43 @@ of the nearest ordered pixel in the same column (ties go to the pixel above), so
 in a layer counts as that layer, and a pocket straddling a surface splits at its middle. A ground
 truth column with no ordered pixel at all (e.g. all ``ignore_index`` padding) is undefined and
 excluded from every error.
+
+The surfaces of a batch are extracted once (:meth:`BatchContext.surfaces`) and shared by the
+boundary, thickness (``thickness.py``) and topology (``topology.py``) families.
+
+Family ``boundary``: with ``e = (z_pred - z_true) * axial_um`` (each image's own axial spacing)
+the errors are pooled over all A-scans (columns) where the reference is defined, over the
+dataset or over each volume (``volume/`` keys: mean over volumes of the pooled volume values);
+``max_um`` is the mean over scans of each scan's maximum.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+
+from octseg.metrics._base import (
+    BatchContext,
+    MetricFamily,
+    SuiteSpec,
+    nanmean0,
+    named,
+    per_image,
+    register_family,
+    require_anatomy,
+    safe_div,
+    volume_sum,
+)
 
 __all__ = [
     "label_ranks",
     "surfaces_from_ranks",
     "extract_surfaces",
     "surface_error_stats",
-    "layer_thickness",
-    "thickness_error_stats",
-    "topology_violation_counts",
-    "thickness_profiles",
+    "BoundaryFamily",
 ]
 
 
@@ -129,7 +148,10 @@ def extract_surfaces(
 
 
 def surface_error_stats(
-    z_pred: torch.Tensor, z_true: torch.Tensor, valid: torch.Tensor, axial_um: float
+    z_pred: torch.Tensor,
+    z_true: torch.Tensor,
+    valid: torch.Tensor,
+    axial_um: float | torch.Tensor,
 ) -> torch.Tensor:
     """Sufficient statistics of the signed surface error ``(z_pred - z_true) * axial_um``.
 
@@ -137,13 +159,14 @@ def surface_error_stats(
         z_pred: predicted surface rows ``[B, S, W]``.
         z_true: reference surface rows ``[B, S, W]``.
         valid: bool ``[B, W]`` columns where the reference is defined.
-        axial_um: axial pixel spacing in micrometres.
+        axial_um: axial pixel spacing in micrometres, one for all images or one per image
+            (tensor ``[B]``).
 
     Returns:
         float64 ``[B, S, 5]``: (sum |e|, sum e, sum e^2, max |e| (NaN without valid columns),
         number of valid columns).
     """
-    err = (z_pred - z_true).double() * axial_um
+    err = (z_pred - z_true).double() * per_image(axial_um, 3)
     mask = valid.unsqueeze(1).expand_as(err)
     e = torch.where(mask, err, torch.zeros_like(err))
     count = mask.sum(dim=-1).double()
@@ -152,92 +175,53 @@ def surface_error_stats(
     return torch.stack([e.abs().sum(-1), e.sum(-1), (e * e).sum(-1), max_abs, count], dim=-1)
 
 
-def layer_thickness(
-    z: torch.Tensor, height: int, layer_positions: Sequence[int], axial_um: float
-) -> torch.Tensor:
-    """Layer thickness profiles in micrometres.
+@register_family("boundary")
+class BoundaryFamily(MetricFamily):
+    """Per-surface boundary errors in micrometres: MAD, signed bias, RMSE and max."""
 
-    Args:
-        z: surface rows ``[B, R-1, W]`` from :func:`extract_surfaces`.
-        height: image height (the bottom edge closes the last region).
-        layer_positions: positions of the layers in ``ordered_labels``.
-        axial_um: axial pixel spacing in micrometres.
+    def __init__(self, spec: SuiteSpec) -> None:
+        super().__init__(spec)
+        ordered = require_anatomy(spec, self.name, "ordered_labels")
+        names = spec.anatomy.get("surface_names") or [
+            f"surface_{k}" for k in range(len(ordered) - 1)
+        ]
+        if len(names) != len(ordered) - 1:
+            raise ValueError(
+                f"anatomy.surface_names has {len(names)} names but anatomy.ordered_labels "
+                f"({len(ordered)} regions) defines {len(ordered) - 1} surfaces; fix the dataset "
+                "config."
+            )
+        self.surface_names = [str(n) for n in names]
 
-    Returns:
-        float64 ``[B, L, W]``: ``(z_{pos} - z_{pos-1}) * axial_um``, the top edge and bottom
-        edge standing in for the surfaces above the first and below the last region.
-    """
-    batch, _, width = z.shape
-    top = torch.zeros(batch, 1, width, dtype=z.dtype, device=z.device)
-    bottom = torch.full((batch, 1, width), height, dtype=z.dtype, device=z.device)
-    edges = torch.cat([top, z, bottom], dim=1)  # region r spans edges[r] .. edges[r + 1]
-    pos = torch.as_tensor(list(layer_positions), dtype=torch.long, device=z.device)
-    return (edges[:, pos + 1] - edges[:, pos]).double() * axial_um
+    def row_states(self) -> dict[str, tuple[int, ...]]:
+        return {"stats": (len(self.surface_names), 5)}
 
+    def update(self, ctx: BatchContext) -> dict[str, torch.Tensor]:
+        z_pred, z_true, defined = ctx.surfaces()
+        return {"stats": surface_error_stats(z_pred, z_true, defined, ctx.spacing_um[:, 0])}
 
-def thickness_error_stats(
-    t_pred: torch.Tensor, t_true: torch.Tensor, valid: torch.Tensor
-) -> torch.Tensor:
-    """Sufficient statistics of the thickness error per layer.
+    @staticmethod
+    def _pooled(stats: torch.Tensor) -> dict[str, torch.Tensor]:
+        n = stats[..., 4]
+        return {
+            "mad_um": safe_div(stats[..., 0], n),
+            "bias_um": safe_div(stats[..., 1], n),
+            "rmse_um": safe_div(stats[..., 2], n).sqrt(),
+        }
 
-    Args:
-        t_pred: predicted thickness ``[B, L, W]`` (micrometres).
-        t_true: reference thickness ``[B, L, W]``.
-        valid: bool ``[B, W]`` columns where the reference is defined.
+    def compute(self, states: dict[str, torch.Tensor], volume: torch.Tensor) -> dict[str, Any]:
+        stats = states["stats"]
+        out: dict[str, Any] = {}
+        for key, value in self._pooled(stats.sum(0)).items():
+            out.update(named(key, value, self.surface_names))
+        out.update(named("max_um", nanmean0(stats[..., 3]), self.surface_names))
+        vol_stats, _ = volume_sum(stats, volume)
+        for key, value in self._pooled(vol_stats).items():
+            out.update(named("volume/" + key, nanmean0(value), self.surface_names))
+        return out
 
-    Returns:
-        float64 ``[B, L, 3]``: (sum |t_pred - t_true|, sum (t_pred - t_true), valid columns).
-    """
-    mask = valid.unsqueeze(1).expand_as(t_pred)
-    diff = torch.where(mask, t_pred - t_true, torch.zeros_like(t_pred))
-    return torch.stack([diff.abs().sum(-1), diff.sum(-1), mask.sum(-1).double()], dim=-1)
-
-
-def topology_violation_counts(rank: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Columns whose regions are out of order (which includes a layer split by a hole).
-
-    A column is clean when the ranks (fluid filled as in :func:`label_ranks`) never decrease
-    from top to bottom, i.e. every region occupies one contiguous run in the right order.
-
-    Args:
-        rank: filled ranks ``[B, H, W]`` of the prediction from :func:`label_ranks`.
-        valid: bool ``[B, W]`` columns to count (where the reference is defined).
-
-    Returns:
-        float64 ``[B, 2]``: (violating columns, counted columns).
-    """
-    bad = (rank[:, 1:] < rank[:, :-1]).any(dim=1) & valid
-    return torch.stack([bad.sum(-1).double(), valid.sum(-1).double()], dim=-1)
-
-
-def thickness_profiles(
-    labels: torch.Tensor,
-    ordered_labels: Sequence[int],
-    layer_labels: Sequence[int],
-    axial_um: float,
-) -> torch.Tensor:
-    """Layer thickness per column in micrometres, NaN where the column is undefined (for plots).
-
-    Args:
-        labels: label maps ``[B, H, W]`` (or one ``[H, W]``).
-        ordered_labels: region labels top to bottom.
-        layer_labels: the layers to profile (each one of ``ordered_labels``).
-        axial_um: axial pixel spacing in micrometres.
-
-    Returns:
-        float64 ``[B, L, W]`` (``[L, W]`` for a single map).
-
-    Raises:
-        ValueError: if a layer label is not an ordered region.
-    """
-    single = labels.ndim == 2
-    labels = labels[None] if single else labels
-    ordered = list(ordered_labels)
-    missing = [lab for lab in layer_labels if lab not in ordered]
-    if missing:
-        raise ValueError(f"layer labels {missing} are not in ordered_labels {ordered}.")
-    z, defined = extract_surfaces(labels, ordered)
-    positions = [ordered.index(lab) for lab in layer_labels]
-    thick = layer_thickness(z, labels.shape[-2], positions, axial_um)
-    thick = thick.masked_fill(~defined.unsqueeze(1), float("nan"))
-    return thick[0] if single else thick
+    def per_scan(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        stats = states["stats"]
+        values = self._pooled(stats)
+        values["max_um"] = stats[..., 3]
+        return values

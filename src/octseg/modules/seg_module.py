@@ -115,7 +115,8 @@ class SegModule(pl.LightningModule):
         output, losses = self.model_step(batch)
         self._log_losses(stage, losses, batch["image"].shape[0])
         if metrics is not None:
-            metrics.update(output.logits.detach(), batch["mask"], batch.get("volume_index"))
+            metrics.update(output.logits.detach(), batch["mask"], batch.get("volume_index"),
+                           spacing_um=batch.get("spacing_um"))
         return output
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
