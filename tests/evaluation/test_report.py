@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from octseg.evaluation.report import PER_SCAN_COLUMNS
 from octseg.evaluation import (
-    PER_SCAN_COLUMNS,
     ScanPrediction,
     evaluate_label_maps,
     load_prediction_folders,
