@@ -193,6 +193,7 @@ def test_bad_spacing_rows_raise_clear_errors() -> None:
     for rows in ([[3.87, 0.0], [3.87, 11.3]], [[float("nan"), 11.3], [3.87, 11.3]]):
         with pytest.raises(ValueError, match="positive finite"):
             suite.update(target, target, spacing_um=torch.tensor(rows))
-    with pytest.raises(ValueError, match="B-scan distance"):
-        suite.update(target, target, spacing_um=torch.tensor([[3.87, 11.3, -1.0]] * 2))
+    for bscan in (-1.0, float("inf")):
+        with pytest.raises(ValueError, match="B-scan distance"):
+            suite.update(target, target, spacing_um=torch.tensor([[3.87, 11.3, bscan]] * 2))
     assert len(suite.volume_index) == 0  # nothing half-accumulated by a rejected batch

@@ -10,6 +10,8 @@ import hydra
 import pytest
 import torch
 
+from octseg.metrics.suite import MetricSuite
+from octseg.modules.seg_module import SegModule
 from octseg.training import train
 
 
@@ -66,3 +68,44 @@ def test_compiled_module_matches_eager_and_trains_end_to_end(make_cfg) -> None:
     assert math.isfinite(metrics["test/dice"])
     ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
     assert not any("_orig_mod" in key for key in ckpt["state_dict"])
+
+
+class _LabelsAsLogits(torch.nn.Module):
+    """A 'network' whose logits are the one-hot of the label map it receives as its image."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # optimisers need a parameter
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        onehot = torch.nn.functional.one_hot(image[:, 0].long(), self.num_classes)
+        return onehot.permute(0, 3, 1, 2).float() + self.anchor
+
+
+class _ZeroLoss(torch.nn.Module):
+    def forward(self, output, batch) -> dict[str, torch.Tensor]:
+        return {"loss": output.logits.sum() * 0}
+
+
+def test_eval_step_passes_the_batch_spacing_to_the_suite(monkeypatch) -> None:
+    rows = torch.arange(20).view(20, 1).expand(20, 6)
+    target = (rows >= 8).long() + (rows >= 12).long()  # surfaces at rows 8 and 12
+    pred = (rows >= 10).long() + (rows >= 14).long()  # both 2 rows too deep
+    suite = MetricSuite(
+        families=["boundary"],
+        num_classes=3,
+        spacing_um=[1.0, 1.0],
+        anatomy={"ordered_labels": [0, 1, 2]},
+    )
+    module = SegModule(_LabelsAsLogits(3), _ZeroLoss(), torch.optim.SGD, val_metrics=suite)
+    monkeypatch.setattr(module, "_log_losses", lambda *args, **kwargs: None)  # no trainer
+    batch = {
+        "image": torch.stack([pred, pred])[:, None].float(),
+        "mask": torch.stack([target, target]),
+        "volume_index": torch.tensor([0, 1]),
+        "spacing_um": torch.tensor([[3.87, 11.3, 120.0], [5.0, 11.3, float("nan")]]),
+    }
+    module.validation_step(batch, 0)
+    mad = module.val_metrics.per_scan()["boundary"]["mad_um"][:, 0]
+    assert mad.tolist() == pytest.approx([7.74, 10.0])

@@ -36,7 +36,11 @@ __all__ = [
 
 @dataclass
 class SuiteSpec:
-    """Static settings every family reads (built once by :class:`MetricSuite`)."""
+    """Static settings every family reads (built once by :class:`MetricSuite`).
+
+    ``axial_um``, ``lateral_um`` and ``bscan_spacing_um`` are the configured spacing; families
+    read the spacing of each image from :attr:`BatchContext.spacing_um`, which defaults to it.
+    """
 
     num_classes: int
     class_names: list[str]
@@ -210,8 +214,8 @@ def _qualified(cls: type) -> str:
 def family_registry() -> dict[str, type[MetricFamily]]:
     """A copy of the registry: every registered family name mapped to its class.
 
-    The built-in families register when :mod:`octseg.metrics.suite` imports their modules, which
-    happens on any import of :mod:`octseg.metrics`.
+    The built-in families register when :mod:`octseg.metrics.suite` imports their modules; the
+    package's ``__init__`` imports the suite, so any import from :mod:`octseg.metrics` does it.
     """
     return dict(_REGISTRY)
 

@@ -270,9 +270,10 @@ class MetricSuite(Metric):
         if rows.shape[1] == 2:
             rows = torch.cat([rows, rows.new_full((batch, 1), fallback)], dim=1)
         else:
-            rows = torch.cat([rows[:, :2], rows[:, 2:].nan_to_num(nan=fallback)], dim=1)
-        pixel, bscan = rows[:, :2], rows[:, 2]
-        ok = (pixel.isfinite() & (pixel > 0)).all() & (bscan.isnan() | (bscan > 0)).all()
+            bscan = rows[:, 2:]
+            rows = torch.cat([rows[:, :2], bscan.masked_fill(bscan.isnan(), fallback)], dim=1)
+        positive = rows.isfinite() & (rows > 0)
+        ok = positive[:, :2].all() & (positive[:, 2] | rows[:, 2].isnan()).all()
         if not bool(ok):
             raise ValueError(
                 "spacing_um must hold positive finite axial and lateral micrometres and a "

@@ -29,11 +29,12 @@ __all__ = ["topology_violation_counts", "TopologyFamily"]
 def topology_violation_counts(rank: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Columns whose regions are out of order (which includes a layer split by a hole).
 
-    A column is clean when the ranks (fluid filled as in :func:`label_ranks`) never decrease
-    from top to bottom, i.e. every region occupies one contiguous run in the right order.
+    A column is clean when the ranks (fluid filled as in
+    :func:`~octseg.metrics.surfaces.label_ranks`) never decrease from top to bottom, i.e. every
+    region occupies one contiguous run in the right order.
 
     Args:
-        rank: filled ranks ``[B, H, W]`` of the prediction from :func:`label_ranks`.
+        rank: filled ranks ``[B, H, W]`` of the prediction (``surfaces.label_ranks``).
         valid: bool ``[B, W]`` columns to count (where the reference is defined).
 
     Returns:
