@@ -130,7 +130,9 @@ def trunk_figures(steps: int, height: int, width: int, batch: int) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per loop")
     parser.add_argument("--height", type=int, default=248)
@@ -160,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         if key != "models":
             print(f"{key:34s} {value:.3f}" if isinstance(value, float) else f"{key:34s} {value}")
     for row in result.get("models", []):
-        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        cells = (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+        print("  ".join(cells))
     return 0
 
 

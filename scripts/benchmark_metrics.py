@@ -23,6 +23,7 @@ shifted by up to 3 rows, wrong-label blobs). Times are wall clock and process CP
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import time
@@ -213,12 +214,12 @@ def main() -> None:
             anatomy=ANATOMY,
             bscan_spacing_um=123.0,
         )
-        for x, t in zip(inputs, target_t):
+        for x, t in zip(inputs, target_t, strict=True):
             suite.update(x, t, torch.tensor([0]))
         return suite.compute()
 
     for name, families in SUITES.items():
-        wall, cpu, _ = timed(lambda: suite_run(families, logits), args.repeats)
+        wall, cpu, _ = timed(functools.partial(suite_run, families, logits), args.repeats)
         res["ms_per_bscan"][f"suite {name} (logits)"] = (wall / n, cpu / n)
     label_inputs = [torch.from_numpy(p)[None] for p in preds]
     wall, cpu, _ = timed(lambda: suite_run(SUITES["fast"], label_inputs), args.repeats)
@@ -226,21 +227,29 @@ def main() -> None:
 
     probs = [lg[0].softmax(0).numpy() for lg in logits]
     wall, cpu, _ = timed(
-        lambda: [seed_style_full(p, t, pr) for p, t, pr in zip(preds, targets, probs)], 1
+        lambda: [
+            seed_style_full(p, t, pr) for p, t, pr in zip(preds, targets, probs, strict=True)
+        ],
+        1,
     )
     res["ms_per_bscan"]["(a) seed-style full"] = (wall / n, cpu / n)
-    wall, cpu, _ = timed(lambda: [seed_style_hd95(p, t) for p, t in zip(preds, targets)], 1)
+    wall, cpu, _ = timed(
+        lambda: [seed_style_hd95(p, t) for p, t in zip(preds, targets, strict=True)], 1
+    )
     res["ms_per_bscan"]["(a) seed-style HD95 only"] = (wall / n, cpu / n)
 
     classes = list(range(1, 10))
     wall, cpu, ours = timed(
         lambda: [
-            compute_surface_distances(p, t, classes, SPACING) for p, t in zip(preds, targets)
+            compute_surface_distances(p, t, classes, SPACING)
+            for p, t in zip(preds, targets, strict=True)
         ],
         args.repeats,
     )
     res["ms_per_bscan"]["octseg distances HD+HD95+ASSD"] = (wall / n, cpu / n)
-    wall, cpu, ref = timed(lambda: [monai_distances(p, t) for p, t in zip(preds, targets)], 1)
+    wall, cpu, ref = timed(
+        lambda: [monai_distances(p, t) for p, t in zip(preds, targets, strict=True)], 1
+    )
     res["ms_per_bscan"]["(b) MONAI HD+HD95+ASSD"] = (wall / n, cpu / n)
     ours_a, ref_a = np.stack(ours), np.stack(ref)
     finite = np.isfinite(ref_a) & np.isfinite(ours_a)

@@ -61,7 +61,7 @@ def legend(width: int) -> np.ndarray:
     strip = Image.new("RGB", (width, LEGEND_HEIGHT), (255, 255, 255))
     draw = ImageDraw.Draw(strip)
     x = 4
-    for name, colour in zip(CLASS_NAMES, LABEL_COLOURS.astype(int)):
+    for name, colour in zip(CLASS_NAMES, LABEL_COLOURS.astype(int), strict=True):
         draw.rectangle([x, 5, x + 11, 16], fill=tuple(colour), outline=(0, 0, 0))
         draw.text((x + 15, 5), name, fill=(0, 0, 0))
         x += 20 + int(draw.textlength(name))

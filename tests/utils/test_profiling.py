@@ -19,7 +19,6 @@ from octseg.utils.profiling import (
     time_forward_backward,
 )
 
-
 REPO = Path(__file__).resolve().parents[2]
 
 
