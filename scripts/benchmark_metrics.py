@@ -28,7 +28,6 @@ import json
 import math
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,6 +35,7 @@ import yaml
 
 from octseg.metrics.distances import compute_surface_distances
 from octseg.metrics.suite import MetricSuite
+from octseg.utils.config import config_dir, repo_root
 
 CLASS_NAMES = [
     "vitreous",
@@ -49,7 +49,7 @@ CLASS_NAMES = [
     "choroid",
     "fluid",
 ]
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = config_dir()
 # The Duke dataset config and the suite configs are the single source of anatomy and families.
 _DUKE = yaml.safe_load((CONF / "dataset" / "duke.yaml").read_text())
 ANATOMY = _DUKE["anatomy"]
@@ -58,7 +58,7 @@ SUITES = {
     name: yaml.safe_load((CONF / "metrics" / f"{name}.yaml").read_text())["metrics"]
     for name in ("fast", "layers", "fluid", "full")
 }
-DUKE = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "duke_dme" / "masks"
+DUKE = repo_root().parent / "shared" / "datasets" / "duke_dme" / "masks"
 
 
 def load_references(n: int, rng: np.random.Generator) -> tuple[list[np.ndarray], str]:

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from octseg.data.synthetic import CLASS_NAMES, generate_bscan
+from octseg.utils.config import repo_root
 from octseg.utils.io import atomic_write_bytes
 
 log = logging.getLogger("render_synthetic")
@@ -106,7 +107,8 @@ def to_palette(grid: Image.Image) -> Image.Image:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("docs/images/synthetic_samples.png"))
+    default_out = repo_root() / "docs" / "images" / "synthetic_samples.png"
+    parser.add_argument("--out", type=Path, default=default_out)
     parser.add_argument("--n", type=int, default=6, help="number of scans (rows)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--height", type=int, default=496)
