@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from octseg.utils.profiling import benchmark_models
+from octseg.profiling import benchmark_models
 
 
 def _markdown(rows: list[dict]) -> str:
