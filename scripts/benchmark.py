@@ -15,23 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 import warnings
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("OCTSEG_ROOT", str(REPO))
+import pytorch_lightning as pl
+import torch
 
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
-
-from octseg.data.synthetic import SyntheticDataModule, measure_throughput  # noqa: E402
-from octseg.losses import DiceCELoss, Objective  # noqa: E402
-from octseg.models.unet import UNet  # noqa: E402
-from octseg.models.wrappers import PadToDivisor  # noqa: E402
-from octseg.modules.seg_module import SegModule  # noqa: E402
+from octseg.data.synthetic import SyntheticDataModule, measure_throughput
+from octseg.losses import DiceCELoss, Objective
+from octseg.models.unet import UNet
+from octseg.models.wrappers import PadToDivisor
+from octseg.modules.seg_module import SegModule
 
 
 def _datamodule(height: int, width: int, n: int, batch: int) -> SyntheticDataModule:
@@ -130,7 +125,9 @@ def trunk_figures(steps: int, height: int, width: int, batch: int) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per loop")
     parser.add_argument("--height", type=int, default=248)
@@ -148,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_trunk:
         result.update(trunk_figures(args.steps, args.height, args.width, args.batch))
     if args.models:
-        from octseg.utils.profiling import benchmark_models
+        from octseg.profiling import benchmark_models
 
         names = ("all" if args.models == "all"
                  else [n.strip() for n in args.models.split(",") if n.strip()])
@@ -160,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         if key != "models":
             print(f"{key:34s} {value:.3f}" if isinstance(value, float) else f"{key:34s} {value}")
     for row in result.get("models", []):
-        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        cells = (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+        print("  ".join(cells))
     return 0
 
 

@@ -23,11 +23,11 @@ shifted by up to 3 rows, wrong-label blobs). Times are wall clock and process CP
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ import yaml
 
 from octseg.metrics.distances import compute_surface_distances
 from octseg.metrics.suite import MetricSuite
+from octseg.utils.config import config_dir, repo_root
 
 CLASS_NAMES = [
     "vitreous",
@@ -48,7 +49,7 @@ CLASS_NAMES = [
     "choroid",
     "fluid",
 ]
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = config_dir()
 # The Duke dataset config and the suite configs are the single source of anatomy and families.
 _DUKE = yaml.safe_load((CONF / "dataset" / "duke.yaml").read_text())
 ANATOMY = _DUKE["anatomy"]
@@ -57,7 +58,7 @@ SUITES = {
     name: yaml.safe_load((CONF / "metrics" / f"{name}.yaml").read_text())["families"]
     for name in ("fast", "layers", "fluid", "full")
 }
-DUKE = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "duke_dme" / "masks"
+DUKE = repo_root().parent / "shared" / "datasets" / "duke_dme" / "masks"
 
 
 def load_references(n: int, rng: np.random.Generator) -> tuple[list[np.ndarray], str]:
@@ -213,12 +214,12 @@ def main() -> None:
             anatomy=ANATOMY,
             bscan_spacing_um=123.0,
         )
-        for x, t in zip(inputs, target_t):
+        for x, t in zip(inputs, target_t, strict=True):
             suite.update(x, t, torch.tensor([0]), spacing_um=spacing)
         return suite.compute()
 
     for name, families in SUITES.items():
-        wall, cpu, _ = timed(lambda: suite_run(families, logits), args.repeats)
+        wall, cpu, _ = timed(functools.partial(suite_run, families, logits), args.repeats)
         res["ms_per_bscan"][f"suite {name} (logits)"] = (wall / n, cpu / n)
     # the same with each batch bringing its own spacing (the data layer's 'spacing_um' key)
     rows = torch.tensor([[*SPACING, 123.0]], dtype=torch.float32)
@@ -230,21 +231,29 @@ def main() -> None:
 
     probs = [lg[0].softmax(0).numpy() for lg in logits]
     wall, cpu, _ = timed(
-        lambda: [seed_style_full(p, t, pr) for p, t, pr in zip(preds, targets, probs)], 1
+        lambda: [
+            seed_style_full(p, t, pr) for p, t, pr in zip(preds, targets, probs, strict=True)
+        ],
+        1,
     )
     res["ms_per_bscan"]["(a) seed-style full"] = (wall / n, cpu / n)
-    wall, cpu, _ = timed(lambda: [seed_style_hd95(p, t) for p, t in zip(preds, targets)], 1)
+    wall, cpu, _ = timed(
+        lambda: [seed_style_hd95(p, t) for p, t in zip(preds, targets, strict=True)], 1
+    )
     res["ms_per_bscan"]["(a) seed-style HD95 only"] = (wall / n, cpu / n)
 
     classes = list(range(1, 10))
     wall, cpu, ours = timed(
         lambda: [
-            compute_surface_distances(p, t, classes, SPACING) for p, t in zip(preds, targets)
+            compute_surface_distances(p, t, classes, SPACING)
+            for p, t in zip(preds, targets, strict=True)
         ],
         args.repeats,
     )
     res["ms_per_bscan"]["octseg distances HD+HD95+ASSD"] = (wall / n, cpu / n)
-    wall, cpu, ref = timed(lambda: [monai_distances(p, t) for p, t in zip(preds, targets)], 1)
+    wall, cpu, ref = timed(
+        lambda: [monai_distances(p, t) for p, t in zip(preds, targets, strict=True)], 1
+    )
     res["ms_per_bscan"]["(b) MONAI HD+HD95+ASSD"] = (wall / n, cpu / n)
     ours_a, ref_a = np.stack(ours), np.stack(ref)
     finite = np.isfinite(ref_a) & np.isfinite(ours_a)

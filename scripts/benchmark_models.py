@@ -2,7 +2,7 @@
 
 python scripts/benchmark_models.py --models all --json out.json
 python scripts/benchmark_models.py --models unet,ynet --variants   # + channels_last/bf16/compile
-python scripts/benchmark_models.py --models unet_small --variants --shape 4 1 496 128  # train crops
+python scripts/benchmark_models.py --models unet_small --variants --shape 4 1 496 128  # crops
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from octseg.utils.profiling import benchmark_models
+from octseg.profiling import benchmark_models
 
 
 def _markdown(rows: list[dict]) -> str:

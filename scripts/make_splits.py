@@ -23,6 +23,8 @@ import json
 import sys
 from pathlib import Path
 
+from octseg.utils.config import repo_root
+
 SUBJECTS = [f"Subject_{i:02d}" for i in range(1, 11)]
 CITATION = "Chiu et al., Biomed. Opt. Express 6(4):1172-1194, 2015"
 
@@ -80,7 +82,7 @@ def build_splits() -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     """Writes (or checks) the split files."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default_dir = Path(__file__).resolve().parents[1] / "splits" / "duke"
+    default_dir = repo_root() / "splits" / "duke"
     parser.add_argument("--out-dir", type=Path, default=default_dir)
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     args = parser.parse_args(argv)

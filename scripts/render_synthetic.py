@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from octseg.data.synthetic import CLASS_NAMES, generate_bscan
+from octseg.utils.config import repo_root
 from octseg.utils.io import atomic_write_bytes
 
 log = logging.getLogger("render_synthetic")
@@ -61,7 +62,7 @@ def legend(width: int) -> np.ndarray:
     strip = Image.new("RGB", (width, LEGEND_HEIGHT), (255, 255, 255))
     draw = ImageDraw.Draw(strip)
     x = 4
-    for name, colour in zip(CLASS_NAMES, LABEL_COLOURS.astype(int)):
+    for name, colour in zip(CLASS_NAMES, LABEL_COLOURS.astype(int), strict=True):
         draw.rectangle([x, 5, x + 11, 16], fill=tuple(colour), outline=(0, 0, 0))
         draw.text((x + 15, 5), name, fill=(0, 0, 0))
         x += 20 + int(draw.textlength(name))
@@ -106,7 +107,8 @@ def to_palette(grid: Image.Image) -> Image.Image:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("docs/images/synthetic_samples.png"))
+    default_out = repo_root() / "docs" / "images" / "synthetic_samples.png"
+    parser.add_argument("--out", type=Path, default=default_out)
     parser.add_argument("--n", type=int, default=6, help="number of scans (rows)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--height", type=int, default=496)

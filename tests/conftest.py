@@ -7,22 +7,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from octseg.utils.resolvers import register_resolvers
+from octseg.utils.config import ROOT_ENV, compose, config_dir, repo_root
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO_ROOT / "conf"
-SHARED_DIR = REPO_ROOT.parent / "shared"
-DUKE_EXPORT = SHARED_DIR / "datasets" / "duke_dme"
-
-os.environ.setdefault("OCTSEG_ROOT", str(REPO_ROOT))
+# The checkout under test, unless OCTSEG_ROOT names another one.
+os.environ.setdefault(ROOT_ENV, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_MODE", "offline")
-register_resolvers()
+REPO_ROOT = repo_root()
+CONF_DIR = config_dir()
+SHARED_DIR = REPO_ROOT.parent / "shared"
+DUKE_EXPORT = SHARED_DIR / "datasets" / "duke_dme"
 
 # Fast settings for runs inside tests.
 FAST_OVERRIDES = [
@@ -37,24 +34,17 @@ FAST_OVERRIDES = [
 
 
 def compose_config(
-    output_dir: Path, overrides: list[str] | None = None, config_name: str = "train", fast: bool = True
+    output_dir: Path,
+    overrides: list[str] | None = None,
+    config_name: str = "train",
+    fast: bool = True,
 ) -> DictConfig:
-    """Composes ``conf/<config_name>.yaml`` as Hydra would, with outputs under ``output_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name=config_name,
-            overrides=(FAST_OVERRIDES if fast and config_name == "train" else []) + list(overrides or []),
-            return_hydra_config=True,
-        )
+    """Composes ``conf/<config_name>.yaml`` as Hydra would, with outputs (logs included) under
+    ``output_dir`` and, for ``train`` with ``fast``, the :data:`FAST_OVERRIDES` first."""
+    fast_overrides = FAST_OVERRIDES if fast and config_name == "train" else []
+    cfg = compose(config_name, fast_overrides + list(overrides or []), output_dir=output_dir)
     with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
         cfg.paths.log_dir = str(output_dir / "logs")
-    output_dir.mkdir(parents=True, exist_ok=True)
     return cfg
 
 
@@ -62,7 +52,9 @@ def compose_config(
 def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     """``make_cfg("model=unet", ...)`` -> a composed config writing to ``tmp_path``."""
 
-    def _make(*overrides: str, config_name: str = "train", fast: bool = True, subdir: str = "run") -> DictConfig:
+    def _make(
+        *overrides: str, config_name: str = "train", fast: bool = True, subdir: str = "run"
+    ) -> DictConfig:
         return compose_config(tmp_path / subdir, list(overrides), config_name, fast)
 
     yield _make

@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import hydra
 import pytest
-from hydra import initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF_DIR
-
-
-def _options(group: str) -> list[str]:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        options = GlobalHydra.instance().config_loader().get_group_options(group)
-    GlobalHydra.instance().clear()
-    return sorted(options)
-
+from octseg.utils.config import group_options
 
 GROUPS = ["model", "dataset", "metrics", "loss", "optimizer", "scheduler", "augmentation",
           "trainer", "logger", "callbacks", "paths", "experiment", "hparams_search", "debug"]
@@ -25,10 +14,10 @@ GROUPS = ["model", "dataset", "metrics", "loss", "optimizer", "scheduler", "augm
 
 def test_every_group_has_options() -> None:
     for group in GROUPS:
-        assert _options(group), f"conf/{group}/ has no options"
+        assert group_options(group), f"conf/{group}/ has no options"
 
 
-@pytest.mark.parametrize("option", _options("model"))
+@pytest.mark.parametrize("option", group_options("model"))
 def test_model_options_instantiate(make_cfg, option: str) -> None:
     cfg = make_cfg(f"model={option}")
     module = hydra.utils.instantiate(cfg.model)
@@ -37,7 +26,7 @@ def test_model_options_instantiate(make_cfg, option: str) -> None:
 
 @pytest.mark.parametrize("group", ["loss", "optimizer", "scheduler", "metrics", "augmentation"])
 def test_component_options_instantiate(make_cfg, group: str) -> None:
-    for option in _options(group):
+    for option in group_options(group):
         cfg = make_cfg(f"{group}={option}", "trainer.max_steps=100")
         node = cfg.get(group)
         if node is None or (OmegaConf.is_dict(node) and not node):
@@ -46,7 +35,7 @@ def test_component_options_instantiate(make_cfg, group: str) -> None:
         assert obj is not None, f"{group}={option}"
 
 
-@pytest.mark.parametrize("option", _options("trainer"))
+@pytest.mark.parametrize("option", group_options("trainer"))
 def test_trainer_options_compose(make_cfg, option: str) -> None:
     cfg = make_cfg(f"trainer={option}")
     assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
@@ -55,7 +44,7 @@ def test_trainer_options_compose(make_cfg, option: str) -> None:
         assert trainer.max_epochs == 1
 
 
-@pytest.mark.parametrize("option", _options("logger"))
+@pytest.mark.parametrize("option", group_options("logger"))
 def test_logger_options_compose(make_cfg, option: str) -> None:
     cfg = make_cfg(f"logger={option}")
     names = set(cfg.logger or {})
@@ -76,7 +65,7 @@ def test_callbacks_default_instantiates(make_cfg) -> None:
 
 @pytest.mark.parametrize("group", ["debug", "experiment", "hparams_search", "paths", "dataset"])
 def test_global_options_compose(make_cfg, group: str) -> None:
-    for option in _options(group):
+    for option in group_options(group):
         cfg = make_cfg(f"{group}={option}")
         OmegaConf.to_container(cfg.model, resolve=True)  # every interpolation resolves
         assert cfg.dataset.num_classes == cfg.model.net.num_classes

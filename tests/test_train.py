@@ -45,7 +45,8 @@ def test_resume_continues_from_last_checkpoint(make_cfg) -> None:
     step_after_first = torch.load(last, weights_only=False)["global_step"]
     second = make_cfg("trainer.max_epochs=2", f"ckpt_path={last}", "test=false", subdir="second")
     train(second)
-    resumed = torch.load(Path(second.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    resumed_path = Path(second.paths.output_dir) / "checkpoints" / "last.ckpt"
+    resumed = torch.load(resumed_path, weights_only=False)
     assert resumed["epoch"] == 1
     assert resumed["global_step"] == 2 * step_after_first
     # Optimizer state travelled with the checkpoint (Adam has per-parameter moments).

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_OVERRIDES, REPO_ROOT
 from octseg.utils.wandb_offline import read_offline_run
 from octseg.training import train
+from tests.conftest import FAST_OVERRIDES, REPO_ROOT
 
 
 def test_offline_wandb_run_holds_final_test_metrics(make_cfg) -> None:
@@ -31,7 +31,9 @@ def test_offline_wandb_run_holds_final_test_metrics(make_cfg) -> None:
     assert (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").is_file()
 
 
-def _run_cli(args: list[str], cwd: Path, timeout: int = 600, **env_vars: str) -> subprocess.CompletedProcess:
+def _run_cli(
+    args: list[str], cwd: Path, timeout: int = 600, **env_vars: str
+) -> subprocess.CompletedProcess:
     env = dict(os.environ, OCTSEG_LOG_DIR=str(cwd / "logs"), WANDB_MODE="offline",
                PYTHONWARNINGS="ignore", **env_vars)
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), *args], cwd=cwd, env=env,
@@ -56,7 +58,8 @@ def test_ddp_cpu_two_processes_match_one_process(tmp_path: Path) -> None:
     runs evaluate with train=false on the same freshly-seeded network: any difference comes
     from metric synchronisation alone."""
     common = FAST_OVERRIDES + ["train=false", "test=true", "seed=3",
-                               "dataset.datamodule.num_test=6", "dataset.datamodule.eval_batch_size=1"]
+                               "dataset.datamodule.num_test=6",
+                               "dataset.datamodule.eval_batch_size=1"]
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     _run_cli(common + ["trainer=cpu"], tmp_path / "one", OMP_NUM_THREADS="1")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import OmegaConf
 from torch import nn
 
-MODEL_CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
+from octseg.utils.config import config_dir, group_options
+
+MODEL_CONF_DIR = config_dir() / "model"
 
 # Dataset metadata the model configs interpolate (the synthetic dataset's shape: 1 channel,
 # 10 classes; Duke's spacing).
@@ -23,7 +23,7 @@ DATASET_STUB = {
 
 def model_config_names() -> list[str]:
     """Every model config in ``conf/model``."""
-    return sorted(p.stem for p in MODEL_CONF_DIR.glob("*.yaml"))
+    return group_options("model")
 
 
 def build_net(name: str, **overrides: object) -> nn.Module:

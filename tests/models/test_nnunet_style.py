@@ -7,6 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from octseg.models.nnunet_style import NnUNetStyleDynUNet, plan_2d
+
 from model_configs_helper import MODEL_CONF_DIR
 
 

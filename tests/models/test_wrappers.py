@@ -76,5 +76,6 @@ def test_compiled_keeps_the_padding_settings_and_shares_parameters() -> None:
     wrapper = PadToDivisor(net, size_divisor=(16, 8), requires_square=True, mode="constant")
     compiled = wrapper.compiled()  # torch.compile is lazy: nothing compiles until a call
     assert isinstance(compiled, PadToDivisor) and compiled.net is not net
-    assert (compiled.size_divisor, compiled.requires_square, compiled.mode) == ((16, 8), True, "constant")
+    settings = (compiled.size_divisor, compiled.requires_square, compiled.mode)
+    assert settings == ((16, 8), True, "constant")
     assert all(a is b for a, b in zip(compiled.parameters(), wrapper.parameters(), strict=True))

@@ -76,7 +76,9 @@ class DiceCELoss(nn.Module):
         self.ignore_index = ignore_index
         self.ce_weight = ce_weight
         self.dice_weight = dice_weight
-        weights = None if class_weights is None else torch.as_tensor(list(class_weights), dtype=torch.float32)
+        weights = None
+        if class_weights is not None:
+            weights = torch.as_tensor(list(class_weights), dtype=torch.float32)
         self.register_buffer("class_weights", weights, persistent=False)
         self.dice = DiceLoss(
             include_background=include_background,
@@ -143,7 +145,7 @@ class DeepSupervisionLoss(nn.Module):
         norm = sum(weights)
         target = batch["mask"]
         total = output.logits.new_zeros((), dtype=torch.float32)
-        for w, logits in zip(weights, outputs):
+        for w, logits in zip(weights, outputs, strict=True):
             t = target
             if logits.shape[-2:] != target.shape[-2:]:
                 t = F.interpolate(target[:, None].float(), size=logits.shape[-2:], mode="nearest")

@@ -115,7 +115,7 @@ def plan_2d(
         kernels.append((kernel[0], kernel[1]))
     kernels.append((3, 3))  # the bottleneck always uses full kernels
     divisor = (2 ** pools[0], 2 ** pools[1])
-    patch = tuple(int(math.ceil(s / d) * d) for s, d in zip(median_shape, divisor))
+    patch = tuple(int(math.ceil(s / d) * d) for s, d in zip(median_shape, divisor, strict=True))
     filters = tuple(min(base_features * 2**i, max_features) for i in range(len(strides)))
     batch = None
     if num_training_pixels is not None:

@@ -108,7 +108,9 @@ class ReLayNet(nn.Module):
             x, idx = self.pool(x)
             indices.append(idx)
         x = self.bottleneck(x)
-        for decoder, skip, idx in zip(self.decoders, reversed(skips), reversed(indices)):
+        for decoder, skip, idx in zip(
+            self.decoders, reversed(skips), reversed(indices), strict=True
+        ):
             # Official order: the encoder output first, then the unpooled decoder features.
             x = decoder(torch.cat((skip, self.unpool(x, idx, output_size=skip.shape[-2:])), dim=1))
         return self.classifier(x)

@@ -75,8 +75,9 @@ class PadToDivisor(nn.Module):
     """Wraps a network so that it accepts any ``H x W``.
 
     The input is padded (reflect by default) to at least the network's ``min_hw`` (if it has
-    one), then to its ``size_divisor`` (and to a square where ``requires_square``), the network runs, and every full-resolution output is cropped
-    back. Padding at the bottom/right keeps the image content at the same coordinates.
+    one), then to its ``size_divisor`` (and to a square where ``requires_square``), the network
+    runs, and every full-resolution output is cropped back. Padding at the bottom/right keeps the
+    image content at the same coordinates.
 
     Args:
         net: the network; its ``size_divisor`` and ``requires_square`` class attributes are read

@@ -101,7 +101,7 @@ class YNet(nn.Module):
         widths = [f, 2 * f, 4 * f, 4 * f]
         ins = [in_channels] + widths[:-1]
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
-        self.spatial = nn.ModuleList([DoubleConv(i, o) for i, o in zip(ins, widths)])
+        self.spatial = nn.ModuleList([DoubleConv(i, o) for i, o in zip(ins, widths, strict=True)])
         if ffc:
             self.spectral = nn.ModuleList(
                 [
@@ -112,11 +112,13 @@ class YNet(nn.Module):
                         ratio_gin=0.0 if k == 0 else ratio_in,
                         ratio_gout=ratio_in,
                     )
-                    for k, (i, o) in enumerate(zip(ins, widths))
+                    for k, (i, o) in enumerate(zip(ins, widths, strict=True))
                 ]
             )
         else:
-            self.spectral = nn.ModuleList([DoubleConv(i, o) for i, o in zip(ins, widths)])
+            self.spectral = nn.ModuleList(
+                [DoubleConv(i, o) for i, o in zip(ins, widths, strict=True)]
+            )
         self.bottleneck = DoubleConv(8 * f, 16 * f)
         # Decoder level k: (input, upsampled, skip, output) channels.
         skip = [2 * w if skip_ffc else w for w in widths]

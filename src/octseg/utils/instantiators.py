@@ -19,8 +19,10 @@ def _instantiate_group(cfg: DictConfig | None, group: str) -> list:
     if not cfg:
         return objects
     if not isinstance(cfg, DictConfig):
-        raise TypeError(f"Config group `{group}` must be a mapping of name -> config, got {cfg!r}.")
-    for name, node in cfg.items():
+        raise TypeError(
+            f"Config group `{group}` must be a mapping of name -> config, got {cfg!r}."
+        )
+    for node in cfg.values():
         if isinstance(node, DictConfig) and "_target_" in node:
             log.info("Instantiating %s <%s>", group, node._target_)
             objects.append(hydra.utils.instantiate(node))

@@ -34,7 +34,8 @@ class DoubleConv(nn.Sequential):
 
 
 class UpConcat(nn.Module):
-    """Decoder stage: ``2x2`` transposed convolution, concatenation with skips, :class:`DoubleConv`.
+    """Decoder stage: ``2x2`` transposed convolution, concatenation with skips, then
+    :class:`DoubleConv`.
 
     Args:
         in_channels: channels of the coarser decoder input.

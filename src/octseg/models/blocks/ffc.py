@@ -202,7 +202,8 @@ class FFC(nn.Module):
         )
 
     def forward(self, x: torch.Tensor | LocalGlobal) -> LocalGlobal:
-        """Maps ``(x_l, x_g)`` (or a plain local tensor) to ``(y_l, y_g)``; empty streams are None."""
+        """Maps ``(x_l, x_g)`` (or a plain local tensor) to ``(y_l, y_g)``; empty streams are
+        None."""
         x_l, x_g = x if isinstance(x, tuple) else (x, None)
         y_l = _sum_present(_apply(self.convl2l, x_l), _apply(self.convg2l, x_g))
         y_g = _sum_present(_apply(self.convl2g, x_l), _apply(self.convg2g, x_g))

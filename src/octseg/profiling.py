@@ -10,8 +10,9 @@ Conventions (also in ``docs/benchmarks.md``):
   backward of ``logits.float().mean()`` for forward+backward.
 * **Peak memory** — growth of the process's resident set size (``/proc/self/statm``, polled every
   millisecond by a thread, or the kernel's ``ru_maxrss`` when the pass sets a new high) during
-  one forward+backward pass at batch 1, measured first in a fresh process (:func:`benchmark_models` runs one subprocess per model). CPU PyTorch has no
-  allocator statistics; RSS includes allocator caching and may miss spikes shorter than the
+  one forward+backward pass at batch 1, measured first in a fresh process
+  (:func:`benchmark_models` runs one subprocess per model). CPU PyTorch has no allocator
+  statistics; RSS includes allocator caching and may miss spikes shorter than the
   polling period, so treat it as the memory a training step needs, not an exact peak.
 * **torch.compile** — with ``compile=True`` the padded network is wrapped in ``torch.compile``
   (inductor). The first pass of each mode compiles; its wall time is reported separately
@@ -33,7 +34,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,6 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from octseg.models.base import as_seg_output
 from octseg.models.wrappers import PadToDivisor
+from octseg.utils.config import compose, group_options
 
 __all__ = [
     "count_parameters",
@@ -57,7 +58,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 BSCAN_SHAPE = (1, 1, 496, 512)
 
 
@@ -195,7 +195,7 @@ def peak_rss_delta_mb(fn: Callable[[], object], interval_s: float = 0.001) -> fl
 
 def model_config_names() -> list[str]:
     """Names of every ``conf/model/*.yaml``."""
-    return sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+    return group_options("model")
 
 
 def build_model_net(name: str, dataset: str = "synthetic") -> nn.Module:
@@ -204,20 +204,12 @@ def build_model_net(name: str, dataset: str = "synthetic") -> nn.Module:
     Raises:
         ValueError: if no such model config exists.
     """
-    if name not in model_config_names():
-        raise ValueError(
-            f"No model config {name!r} in {CONF_DIR / 'model'}; available: {model_config_names()}."
-        )
+    names = model_config_names()
+    if name not in names:
+        raise ValueError(f"No model config {name!r} (model={name}); available: {names}.")
     import hydra
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
 
-    from octseg.utils.resolvers import register_resolvers
-
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"model={name}", f"dataset={dataset}"])
+    cfg = compose("train", [f"model={name}", f"dataset={dataset}"])
     return hydra.utils.instantiate(cfg.model.net)
 
 
@@ -318,7 +310,7 @@ def benchmark_models(
         cmd = [
             sys.executable,
             "-m",
-            "octseg.utils.profiling",
+            "octseg.profiling",
             "--model",
             name,
             "--shape",

@@ -5,22 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from octseg.utils.profiling import (
+from octseg.profiling import (
     benchmark_models,
     count_flops,
     count_parameters,
     time_forward,
     time_forward_backward,
 )
-
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO_ROOT
 
 
 class _Conv(nn.Module):
@@ -51,7 +48,7 @@ def test_timings_are_positive_per_sample() -> None:
 
 _RSS_SCRIPT = """
 import time, torch
-from octseg.utils.profiling import peak_rss_delta_mb
+from octseg.profiling import peak_rss_delta_mb
 def allocate():
     block = torch.ones(64 * 2**20 // 4)  # 64 MiB of float32, touched
     block.add_(1)
@@ -88,7 +85,7 @@ def test_benchmark_models_reports_an_unknown_config_as_an_error_row() -> None:
 @pytest.mark.slow
 def test_benchmark_script_prints_a_models_key_with_json() -> None:
     out = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--models", "unet_small",
+        [sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--models", "unet_small",
          "--skip-trunk", "--json"],
         capture_output=True, text=True, check=True,
     )
