@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from octseg.data.duke import DukeDataModule, detect_layout, load_duke_scans, load_split
+from octseg.data.duke import DukeDataModule, detect_layout, load_duke_scans
 from octseg.data.duke_prepare import MARKER_NAME, prepare_duke
+from octseg.data.splits import load_split
 from octseg.data.transforms import build_augmentation
 
 from duke_fixtures import H, write_release
@@ -72,7 +73,7 @@ def test_png_export_layout_and_logging(tmp_path: Path, caplog: pytest.LogCapture
     folder = png_export(tmp_path / "duke_dme")
     assert detect_layout(folder) == "png_export"
     dm = DukeDataModule(folder, split="kfold", fold=2, batch_size=2)
-    with caplog.at_level("INFO", logger="octseg.data.duke"):
+    with caplog.at_level("INFO", logger="octseg.data.base"):
         dm.setup()
     assert "split kfold fold 2" in caplog.text and "png_export" in caplog.text
     assert {s for s in dm.datasets["test"].volume_ids} == {"Subject_05", "Subject_06"}
@@ -97,8 +98,8 @@ def test_bad_folders_are_named(tmp_path: Path, prepared: Path) -> None:
     with pytest.raises(ValueError, match=r"Subject_04_00\.png is \(48, 30\) but its mask"):
         load_duke_scans(folder)
     folder = png_export(tmp_path / "corrupt", n_subjects=10)
-    (folder / "images" / "Subject_05_02.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    with pytest.raises(ValueError, match=r"Subject_05_02\.png could not be read as a PNG"):
+    (folder / "images" / "Subject_05_01.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(ValueError, match=r"Subject_05_01\.png could not be read as a PNG"):
         load_duke_scans(folder)
     old = tmp_path / "old"
     shutil.copytree(prepared, old)
