@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from octseg.data.duke import DukeDataModule, detect_layout, load_duke_scans, load_split
+from octseg.data.duke import DukeDataModule, detect_layout, load_duke_scans
 from octseg.data.duke_prepare import MARKER_NAME, prepare_duke
+from octseg.data.splits import load_split
 from octseg.data.transforms import build_augmentation
 
 from duke_fixtures import H, write_release
@@ -72,7 +73,7 @@ def test_png_export_layout_and_logging(tmp_path: Path, caplog: pytest.LogCapture
     folder = png_export(tmp_path / "duke_dme")
     assert detect_layout(folder) == "png_export"
     dm = DukeDataModule(folder, split="kfold", fold=2, batch_size=2)
-    with caplog.at_level("INFO", logger="octseg.data.duke"):
+    with caplog.at_level("INFO", logger="octseg.data.base"):
         dm.setup()
     assert "split kfold fold 2" in caplog.text and "png_export" in caplog.text
     assert {s for s in dm.datasets["test"].volume_ids} == {"Subject_05", "Subject_06"}
@@ -97,8 +98,8 @@ def test_bad_folders_are_named(tmp_path: Path, prepared: Path) -> None:
     with pytest.raises(ValueError, match=r"Subject_04_00\.png is \(48, 30\) but its mask"):
         load_duke_scans(folder)
     folder = png_export(tmp_path / "corrupt", n_subjects=10)
-    (folder / "images" / "Subject_05_02.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    with pytest.raises(ValueError, match=r"Subject_05_02\.png could not be read as a PNG"):
+    (folder / "images" / "Subject_05_01.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(ValueError, match=r"Subject_05_01\.png could not be read as a PNG"):
         load_duke_scans(folder)
     old = tmp_path / "old"
     shutil.copytree(prepared, old)
@@ -185,3 +186,78 @@ def test_one_training_step_on_real_data() -> None:
         optimiser.step()
         losses.append(loss.item())
     assert np.isfinite(losses).all() and losses[1] < losses[0]
+
+
+# ---------------------------------------------------------------- regression tests (issue 9)
+def test_16_bit_images_keep_their_range(tmp_path: Path) -> None:
+    folder = png_export(tmp_path / "d")
+    image = (np.arange(48 * 30).reshape(48, 30) * 40).astype(np.uint16)  # up to 57560
+    Image.fromarray(image).save(folder / "images" / "Subject_01_00.png")
+    scans = {s["case_id"]: s for s in load_duke_scans(folder)}
+    np.testing.assert_array_equal(scans["Subject_01_00"]["image"], image)  # not wrapped mod 256
+    dm = DukeDataModule(folder, split="relaynet", mean=0.0, std=1.0)
+    dm.setup()
+    sample = next(s for s in (dm.datasets["train"][i] for i in range(16))
+                  if s["case_id"] == "Subject_01_00")  # fmt: skip
+    torch.testing.assert_close(sample["image"][0], torch.from_numpy(image / 65535.0).float())
+
+
+def test_16_bit_mask_outside_the_label_range_is_refused(tmp_path: Path) -> None:
+    folder = png_export(tmp_path / "d")
+    mask = np.zeros((48, 30), np.uint16)
+    mask[5, 5] = 259  # 259 % 256 == 3: a valid label once wrapped to 8 bit
+    Image.fromarray(mask).save(folder / "masks" / "Subject_02_01.png")
+    with pytest.raises(ValueError, match=r"Subject_02_01\.png has labels \[259\]"):
+        load_duke_scans(folder)
+
+
+def _index(folder: Path, header: str, names: list[str]) -> None:
+    (folder / "index.csv").write_text("\n".join([header, *names]) + "\n")
+
+
+def test_index_without_name_column_is_named(tmp_path: Path) -> None:
+    folder = png_export(tmp_path / "d")
+    _index(folder, "scan,height", ["Subject_01_00,48"])
+    with pytest.raises(ValueError, match=r"index.csv has no 'name' column \(columns: \['scan'"):
+        load_duke_scans(folder)
+
+
+def test_duplicate_index_rows_are_refused(tmp_path: Path) -> None:
+    folder = png_export(tmp_path / "d")
+    names = [f"Subject_{s:02d}_{k:02d}" for s in range(1, 11) for k in range(2)]
+    _index(folder, "name", [*names, "Subject_03_01"])
+    with pytest.raises(ValueError, match=r"more than once.*'Subject_03_01': \[7, 22\]"):
+        load_duke_scans(folder)
+
+
+def test_unpaired_images_and_masks_are_named(tmp_path: Path) -> None:
+    folder = png_export(tmp_path / "d")
+    (folder / "masks" / "Subject_04_01.png").unlink()
+    (folder / "images" / "Subject_07_00.png").unlink()
+    with pytest.raises(ValueError, match=r"images without a mask': \['Subject_04_01'\].*"
+                       r"masks without an image': \['Subject_07_00'\]"):  # fmt: skip
+        load_duke_scans(folder)
+
+
+def test_upper_case_png_suffix_is_read(tmp_path: Path) -> None:
+    folder = png_export(tmp_path / "d")
+    for sub in ("images", "masks"):
+        (folder / sub / "Subject_05_00.png").rename(folder / sub / "Subject_05_00.PNG")
+    names = {s["case_id"] for s in load_duke_scans(folder)}
+    assert "Subject_05_00" in names and len(names) == 20
+
+
+def test_damaged_marker_is_named(tmp_path: Path, prepared: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(prepared, broken)
+    (broken / MARKER_NAME).write_text('{"format": "octseg-duke-prepared", ')
+    with pytest.raises(ValueError, match=f"{MARKER_NAME} is damaged.*--overwrite"):
+        load_duke_scans(broken)
+
+
+def test_samples_carry_the_configured_spacing_and_bscan_position(prepared: Path) -> None:
+    dm = DukeDataModule(prepared, spacing_um=[3.87, 11.3], bscan_spacing_um=123, batch_size=2)
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["spacing_um"].shape == (2, 3)
+    assert batch["spacing_um"][0].tolist() == pytest.approx([3.87, 11.3, 123.0])
+    assert batch["bscan_index"].tolist() == [1, 3]  # the traced B-scans of the fixture volume

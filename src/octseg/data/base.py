@@ -1,72 +1,204 @@
-"""Building blocks shared by every OCTSeg dataset: the sample contract, an in-memory dataset,
-a padding collate and a DataModule base class.
+"""Building blocks shared by every OCTSeg dataset: the sample and volume contracts, an in-memory
+dataset, a per-sample padding collate and a DataModule base class.
 
-Sample contract (one B-scan)::
+**Sample contract** (one B-scan, :class:`SegSample`)::
 
     {
-        "image": float32 [C, H, W],      # normalised intensities
-        "mask": int64 [H, W],            # class labels; ``ignore_index`` where unannotated
+        "image": float32 [C, H, W],      # intensities scaled to [0, 1], then normalised
+        "mask": int64 [H, W],            # class labels, ``ignore_index`` where unannotated;
+                                         # absent for an unlabelled B-scan
         "case_id": str,                  # unique scan name, e.g. "Subject_09_03"
-        "volume_id": str,                # subject / volume the scan belongs to
+        "volume_id": str,                # volume the scan belongs to
         "volume_index": int64 scalar,    # integer id of the volume (for metric aggregation)
+        "bscan_index": int64 scalar,     # position within the volume, -1 when unknown
         "orig_hw": int64 [2],            # (H, W) before any batch padding
+        "spacing_um": float32 [3],       # (axial, lateral, between B-scans) micrometres per
+                                         # pixel; NaN for an unknown B-scan distance; absent
+                                         # when the dataset knows no spacing
     }
+
+**Batch** (:class:`PadCollate`): the same keys stacked (strings as lists), every sample padded
+on its own to the largest ``H x W`` of the batch, plus ``labelled`` (bool ``[B]``). ``mask``
+is present when at least one sample of the batch has one; the rows of unlabelled samples are
+then all ``ignore_index``, so they count in no loss or metric. A batch of unlabelled samples
+only has no ``mask``.
+
+**Volume contract**: a reader (:class:`VolumeReader`) yields the :class:`BScanRecord`\\ s of one
+volume at a time, each with the volume's own spacing; :func:`dataset_from_records` turns records
+into a dataset, and :class:`SegDataModule` splits them by subject or volume with a published
+split file (:mod:`octseg.data.splits`).
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from typing import Any
+import functools
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NotRequired, Protocol, TypedDict
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["InMemorySegDataset", "PadCollate", "SegDataModule", "seed_worker"]
+from octseg.data.seeding import process_rank, seed_worker
+from octseg.data.splits import PARTS, load_split, partition
+from octseg.data.transforms import TorchSeededTransform
+from octseg.utils.tensors import pad_bottom_right
+
+__all__ = [
+    "BScanRecord",
+    "InMemorySegDataset",
+    "PadCollate",
+    "RepeatedDataset",
+    "SegDataModule",
+    "SegSample",
+    "VolumeReader",
+    "dataset_from_records",
+    "seed_worker",
+]
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[..., dict[str, Any]]
+# Image dtypes and the divisor that scales them to [0, 1]; float images are taken as scaled.
+_INTENSITY_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+class SegSample(TypedDict):
+    """One B-scan as returned by every OCTSeg dataset (see the module docstring)."""
+
+    image: torch.Tensor
+    mask: NotRequired[torch.Tensor]
+    case_id: str
+    volume_id: str
+    volume_index: torch.Tensor
+    bscan_index: torch.Tensor
+    orig_hw: torch.Tensor
+    spacing_um: NotRequired[torch.Tensor]
+
+
+@dataclass
+class BScanRecord:
+    """One B-scan of a volume, as a reader yields it.
+
+    Attributes:
+        image: ``[H, W]`` (or ``[H, W, C]``) uint8, uint16 or float in [0, 1].
+        mask: integer labels ``[H, W]``, or None for an unlabelled B-scan.
+        case_id: unique scan name.
+        volume_id: the volume it belongs to.
+        bscan_index: its position within the volume (-1 when unknown).
+        spacing_um: the volume's ``(axial, lateral, between B-scans)`` micrometres per pixel
+            (NaN for an unknown B-scan distance), or None to use the DataModule's
+            ``spacing_um``.
+        subject_id: the subject (patient) of the volume; defaults to ``volume_id``.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray | None
+    case_id: str
+    volume_id: str
+    bscan_index: int = -1
+    spacing_um: tuple[float, float, float] | None = None
+    subject_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.subject_id is None:
+            self.subject_id = self.volume_id
+
+
+class VolumeReader(Protocol):
+    """Anything that yields a dataset's B-scans volume by volume (one sequence per volume)."""
+
+    def read_volumes(self) -> Iterable[Sequence[BScanRecord]]: ...
+
+
+def _spacing_triple(spacing_um: Sequence[float], setting: str) -> tuple[float, float, float]:
+    values = [float(v) for v in spacing_um]
+    if len(values) == 2:
+        values.append(math.nan)
+    if len(values) != 3 or not all(v > 0 for v in values[:2]) or values[2] <= 0:
+        raise ValueError(
+            f"{setting} must be [axial, lateral] or [axial, lateral, bscan] micrometres (> 0, "
+            f"bscan may be NaN = unknown), got {list(spacing_um)!r}."
+        )
+    return values[0], values[1], values[2]
 
 
 class InMemorySegDataset(Dataset):
-    """B-scans held in memory as uint8 arrays, decoded once (OCT sets are small).
+    """B-scans held in memory in their stored dtype, decoded once (OCT sets are small).
 
     Args:
-        images: grayscale uint8 arrays ``[H, W]`` (or ``[H, W, C]``).
-        masks: integer label arrays ``[H, W]`` of the same size as their image.
+        images: arrays ``[H, W]`` (or ``[H, W, C]``): uint8 (scaled by 1/255), uint16 (by
+            1/65535) or float already in [0, 1].
+        masks: integer label arrays ``[H, W]`` of the same size as their image; None (no scan
+            is labelled) or None entries (that scan is not) for unlabelled B-scans.
         case_ids: a unique name per scan.
         volume_ids: the volume (subject) of each scan.
         transform: an albumentations-style callable ``transform(image=..., mask=...) -> dict``
-            applied to the uint8 arrays (training augmentation), or None.
+            (``transform(image=...)`` for an unlabelled scan) applied to the stored arrays
+            (training augmentation), or None.
         mean: intensity mean subtracted after scaling to [0, 1].
         std: intensity standard deviation divided by after scaling to [0, 1].
+        bscan_indices: position of each scan within its volume (default -1 = unknown).
+        spacing_um: ``(axial, lateral, bscan)`` micrometres per pixel of each scan, or None
+            when unknown (then samples carry no ``spacing_um``).
+
+    Raises:
+        ValueError: on sequences of different lengths, an image and mask of different sizes or
+            an image dtype other than uint8, uint16 or float.
     """
 
     def __init__(
         self,
         images: Sequence[np.ndarray],
-        masks: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray | None] | None,
         case_ids: Sequence[str],
         volume_ids: Sequence[str],
-        transform: Callable[..., dict[str, Any]] | None = None,
+        transform: Transform | None = None,
         mean: float = 0.0,
         std: float = 1.0,
+        bscan_indices: Sequence[int] | None = None,
+        spacing_um: Sequence[Sequence[float]] | None = None,
     ) -> None:
-        if not (len(images) == len(masks) == len(case_ids) == len(volume_ids)):
+        masks = [None] * len(images) if masks is None else list(masks)
+        bscan_indices = [-1] * len(images) if bscan_indices is None else list(bscan_indices)
+        lengths = [len(images), len(masks), len(case_ids), len(volume_ids), len(bscan_indices)]
+        if spacing_um is not None:
+            lengths.append(len(spacing_um))
+        if len(set(lengths)) != 1:
             raise ValueError(
-                f"images, masks, case_ids and volume_ids must have equal lengths, got "
-                f"{len(images)}, {len(masks)}, {len(case_ids)}, {len(volume_ids)}."
+                "images, masks, case_ids, volume_ids, bscan_indices (and spacing_um) must have "
+                f"equal lengths, got {lengths}."
             )
         for img, msk, cid in zip(images, masks, case_ids):
-            if img.shape[:2] != msk.shape[:2]:
+            if msk is not None and img.shape[:2] != msk.shape[:2]:
                 raise ValueError(
                     f"Scan {cid!r}: image is {img.shape[:2]} but mask is {msk.shape[:2]}; "
                     "an image and its mask must have the same height and width."
                 )
+            if img.dtype not in _INTENSITY_SCALE and img.dtype.kind != "f":
+                raise ValueError(
+                    f"Scan {cid!r}: image dtype {img.dtype}; expected uint8, uint16 or float "
+                    "in [0, 1] (convert it in the dataset's reader)."
+                )
         self.images = list(images)
-        self.masks = list(masks)
+        self.masks = masks
         self.case_ids = list(case_ids)
         self.volume_ids = list(volume_ids)
+        self.bscan_indices = [int(i) for i in bscan_indices]
+        self.spacing_um = None
+        if spacing_um is not None:
+            rows = [[float(v) for v in s] for s in spacing_um]
+            self.spacing_um = torch.tensor(rows, dtype=torch.float32) if rows else torch.empty(0, 3)
+            if self.spacing_um.dim() != 2 or self.spacing_um.shape[1] != 3:
+                raise ValueError(
+                    f"spacing_um must hold (axial, lateral, bscan) per scan, got shape "
+                    f"{tuple(self.spacing_um.shape)}."
+                )
         self.volume_names = sorted(set(self.volume_ids))
         self._volume_index = {v: i for i, v in enumerate(self.volume_names)}
         self.transform = transform
@@ -76,78 +208,193 @@ class InMemorySegDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> SegSample:
         image, mask = self.images[index], self.masks[index]
         if self.transform is not None:
-            out = self.transform(image=image, mask=mask)
-            image, mask = out["image"], out["mask"]
+            data = {"image": image} if mask is None else {"image": image, "mask": mask}
+            out = self.transform(**data)
+            image, mask = out["image"], out.get("mask", mask)
+        scale = _INTENSITY_SCALE.get(np.asarray(image).dtype, 1.0)
         image_t = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)
-        if image_t.dim() == 2:
-            image_t = image_t.unsqueeze(0)
-        else:
-            image_t = image_t.permute(2, 0, 1)
-        if np.asarray(image).dtype == np.uint8:
-            image_t = image_t / 255.0
-        image_t = (image_t - self.mean) / self.std
-        mask_t = torch.as_tensor(np.ascontiguousarray(mask), dtype=torch.int64)
-        return {
+        image_t = image_t.unsqueeze(0) if image_t.dim() == 2 else image_t.permute(2, 0, 1)
+        image_t = (image_t / scale - self.mean) / self.std
+        sample: SegSample = {
             "image": image_t,
-            "mask": mask_t,
             "case_id": self.case_ids[index],
             "volume_id": self.volume_ids[index],
             "volume_index": torch.tensor(self._volume_index[self.volume_ids[index]]),
-            "orig_hw": torch.tensor(mask_t.shape[-2:]),
+            "bscan_index": torch.tensor(self.bscan_indices[index]),
+            "orig_hw": torch.tensor(image_t.shape[-2:]),
         }
+        if mask is not None:
+            sample["mask"] = torch.as_tensor(np.ascontiguousarray(mask), dtype=torch.int64)
+        if self.spacing_um is not None:
+            sample["spacing_um"] = self.spacing_um[index]
+        return sample
+
+
+def dataset_from_records(
+    records: Sequence[BScanRecord],
+    transform: Transform | None = None,
+    mean: float = 0.0,
+    std: float = 1.0,
+    default_spacing_um: Sequence[float] | None = None,
+) -> InMemorySegDataset:
+    """Builds an :class:`InMemorySegDataset` from reader records.
+
+    Args:
+        records: the B-scans (any order; case ids must be unique).
+        transform: training augmentation, or None.
+        mean: intensity mean after scaling to [0, 1].
+        std: intensity standard deviation after scaling to [0, 1].
+        default_spacing_um: ``(axial, lateral[, bscan])`` for records without their own
+            spacing, or None.
+
+    Returns:
+        The dataset; its samples carry ``spacing_um`` when every record has one (its own or
+        the default).
+
+    Raises:
+        ValueError: on duplicate case ids, or when some records have a spacing and others none.
+    """
+    counts = Counter(r.case_id for r in records)
+    duplicates = sorted(cid for cid, n in counts.items() if n > 1)
+    if duplicates:
+        raise ValueError(f"Case ids {duplicates} occur more than once; case ids must be unique.")
+    default = None
+    if default_spacing_um is not None:
+        default = _spacing_triple(default_spacing_um, "dataset.datamodule.spacing_um")
+    spacings = [r.spacing_um if r.spacing_um is not None else default for r in records]
+    unknown = [r.case_id for r, s in zip(records, spacings) if s is None]
+    if unknown and len(unknown) != len(records):
+        raise ValueError(
+            f"Scans {unknown[:5]} have no spacing while others do; set "
+            "dataset.datamodule.spacing_um so every scan has one."
+        )
+    return InMemorySegDataset(
+        images=[r.image for r in records],
+        masks=[r.mask for r in records],
+        case_ids=[r.case_id for r in records],
+        volume_ids=[r.volume_id for r in records],
+        transform=transform,
+        mean=mean,
+        std=std,
+        bscan_indices=[r.bscan_index for r in records],
+        spacing_um=None if unknown else spacings,
+    )
 
 
 class PadCollate:
-    """Stacks samples of different sizes by padding to the largest H and W in the batch.
+    """Stacks samples of different sizes, padding each sample on its own to the largest H and W
+    of the batch (at the bottom and right, so ``orig_hw`` crops recover it).
 
-    Images are zero-padded and masks padded with ``ignore_index`` at the bottom and right, so
-    padded pixels never count in losses or metrics; ``orig_hw`` keeps each sample's true size.
+    Images are reflect-padded (replicate where a pad exceeds the size), so the network never
+    sees a zero strip; masks are padded with ``ignore_index`` and ``weight`` maps with 0, so
+    padded pixels count in no loss or metric. Unlabelled samples: see the module docstring.
+
+    Args:
+        ignore_index: mask value of padded and unlabelled pixels.
+
+    Raises:
+        ValueError: (when called) if the samples do not share the same keys.
     """
 
     def __init__(self, ignore_index: int = 255) -> None:
         self.ignore_index = ignore_index
 
-    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    def __call__(self, samples: list[SegSample]) -> dict[str, Any]:
         h = max(s["image"].shape[-2] for s in samples)
         w = max(s["image"].shape[-1] for s in samples)
-        batch: dict[str, Any] = {}
-        for key in samples[0]:
+        labelled = [s.get("mask") is not None for s in samples]
+        keys = [k for k in samples[0] if k != "mask"]
+        for s in samples[1:]:
+            if set(s) - {"mask"} != set(keys):
+                raise ValueError(
+                    f"Samples {samples[0]['case_id']!r} and {s['case_id']!r} have different keys "
+                    f"({sorted(keys)} vs {sorted(set(s) - {'mask'})}); a dataset must give every "
+                    "sample the same keys."
+                )
+        batch: dict[str, Any] = {"labelled": torch.tensor(labelled)}
+        for key in keys:
             values = [s[key] for s in samples]
-            if key in ("image", "mask", "weight"):
-                fill = self.ignore_index if key == "mask" else 0
-                values = [
-                    F.pad(v, (0, w - v.shape[-1], 0, h - v.shape[-2]), value=fill) for v in values
-                ]
-            if isinstance(values[0], torch.Tensor):
-                batch[key] = torch.stack(values)
-            else:
-                batch[key] = values
+            if key == "image":
+                values = [self._pad(v, h, w, "reflect") for v in values]
+            elif key == "weight":
+                values = [self._pad(v, h, w, "constant", 0.0) for v in values]
+            batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+        if any(labelled):
+            masks = [
+                self._pad(s["mask"], h, w, "constant", self.ignore_index)
+                if s.get("mask") is not None
+                else torch.full((h, w), self.ignore_index, dtype=torch.int64)
+                for s in samples
+            ]
+            batch["mask"] = torch.stack(masks)
         return batch
 
-
-def seed_worker(worker_id: int) -> None:
-    """Seeds numpy and random in each DataLoader worker from torch's per-worker seed, so that
-    augmentation is reproducible for a given global seed."""
-    import random
-
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
+    @staticmethod
+    def _pad(x: torch.Tensor, h: int, w: int, mode: str, value: float = 0.0) -> torch.Tensor:
+        return pad_bottom_right(x, h - x.shape[-2], w - x.shape[-1], mode, value)
 
 
-class SegDataModule(pl.LightningDataModule, ABC):
-    """Base DataModule: subclasses implement :meth:`build_datasets`; loaders come from here.
+class RepeatedDataset(Dataset):
+    """Presents a dataset ``repeats`` times per epoch (fewer, longer epochs on a tiny set)."""
+
+    def __init__(self, dataset: Dataset, repeats: int) -> None:
+        if repeats < 1:
+            raise ValueError(
+                f"train_repeats must be >= 1, got {repeats} (dataset.datamodule.train_repeats)."
+            )
+        self.dataset, self.repeats = dataset, int(repeats)
+
+    def __len__(self) -> int:
+        return len(self.dataset) * self.repeats
+
+    def __getitem__(self, index: int) -> SegSample:
+        return self.dataset[index % len(self.dataset)]
+
+
+def _batch_size(value: int, setting: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"dataset.datamodule.{setting} must be a positive integer, got {value!r}"
+            + (" (null means: same as batch_size)." if setting == "eval_batch_size" else ".")
+        )
+    return value
+
+
+class SegDataModule(pl.LightningDataModule):
+    """Base DataModule: loaders, padding, seeding, augmentation wiring, repetition and splits.
+
+    A dataset either implements :meth:`read_volumes` (a :class:`VolumeReader`: the base then
+    splits the records with the split file and builds the datasets) or overrides
+    :meth:`build_datasets` and builds each part with :meth:`make_dataset`.
 
     Args:
         batch_size: training batch size.
-        eval_batch_size: validation/test/predict batch size (full B-scans).
+        eval_batch_size: validation/test/predict batch size (full B-scans); None = batch_size.
         num_workers: DataLoader workers.
         ignore_index: mask value for unannotated and padded pixels.
         pin_memory: pin host memory (useful on GPU).
+        train_transform: albumentations-style pipeline for training samples, or None; it is
+            re-seeded per process, rank and worker (:class:`TorchSeededTransform`).
+        mean: intensity mean after scaling to [0, 1].
+        std: intensity standard deviation after scaling to [0, 1].
+        train_repeats: passes over the training B-scans per epoch.
+        spacing_um: ``[axial, lateral]`` micrometres per pixel of scans whose reader gives none,
+            or None (unknown).
+        bscan_spacing_um: micrometres between B-scans for those scans (None = unknown).
+        split: a protocol name under ``split_dir`` or a path to a split JSON file (datasets
+            that read volumes); None for datasets that split themselves.
+        fold: fold of the split file.
+        split_dir: folder of named split files (default ``<repo>/splits/<splits_name>``).
+
+    Raises:
+        ValueError: on a batch size < 1, ``train_repeats`` < 1 or a malformed spacing.
     """
+
+    #: folder under ``splits/`` holding this dataset's published split files.
+    splits_name: str | None = None
 
     def __init__(
         self,
@@ -156,23 +403,98 @@ class SegDataModule(pl.LightningDataModule, ABC):
         num_workers: int = 0,
         ignore_index: int = 255,
         pin_memory: bool = False,
+        train_transform: Transform | None = None,
+        mean: float = 0.0,
+        std: float = 1.0,
+        train_repeats: int = 1,
+        spacing_um: Sequence[float] | None = None,
+        bscan_spacing_um: float | None = None,
+        split: str | None = None,
+        fold: int = 0,
+        split_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
+        self.batch_size = _batch_size(batch_size, "batch_size")
+        self.eval_batch_size = (
+            self.batch_size
+            if eval_batch_size is None
+            else _batch_size(eval_batch_size, "eval_batch_size")
+        )
+        if train_repeats < 1:
+            raise ValueError(
+                f"dataset.datamodule.train_repeats must be >= 1, got {train_repeats}."
+            )
         self.num_workers = num_workers
         self.ignore_index = ignore_index
         self.pin_memory = pin_memory
+        self.train_transform = train_transform
+        self.mean, self.std, self.train_repeats = float(mean), float(std), int(train_repeats)
+        self.spacing_um: tuple[float, float, float] | None = None
+        if spacing_um is not None:
+            bscan = math.nan if bscan_spacing_um is None else float(bscan_spacing_um)
+            self.spacing_um = _spacing_triple([*spacing_um, bscan], "dataset.spacing_um")
+        self.split, self.fold, self.split_dir = split, int(fold), split_dir
+        self.split_info: dict[str, Any] = {}
         self.datasets: dict[str, Dataset] = {}
 
-    @abstractmethod
+    # ------------------------------------------------------------------ building datasets
+    def read_volumes(self) -> Iterable[Sequence[BScanRecord]]:
+        """Yields the B-scans of one volume at a time (override in a reader-based dataset)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement read_volumes() or override build_datasets()."
+        )
+
+    def describe_source(self) -> str:
+        """Where the data comes from, for log and error messages."""
+        return type(self).__name__
+
+    def make_dataset(self, records: Sequence[BScanRecord], part: str) -> Dataset:
+        """A dataset of one part: augmentation and repetition for ``train``, the DataModule's
+        normalisation and default spacing for every part."""
+        transform = None
+        if part == "train" and self.train_transform is not None:
+            transform = self.train_transform
+            if not isinstance(transform, TorchSeededTransform):
+                transform = TorchSeededTransform(transform)
+        dataset = dataset_from_records(records, transform, self.mean, self.std, self.spacing_um)
+        if part == "train" and self.train_repeats > 1:
+            return RepeatedDataset(dataset, self.train_repeats)
+        return dataset
+
     def build_datasets(self) -> dict[str, Dataset]:
-        """Returns ``{"train": ..., "val": ..., "test": ...}``; called once by :meth:`setup`."""
+        """Reads every volume, applies the split file and builds one dataset per non-empty part;
+        called once by :meth:`setup`."""
+        if self.split is None:
+            raise ValueError(
+                f"{type(self).__name__} reads volumes but dataset.split is not set; name a "
+                "split file (dataset.split=<protocol> or a path to a .json file)."
+            )
+        records = [record for volume in self.read_volumes() for record in volume]
+        info = load_split(self.split, self.fold, self.split_dir, self.splits_name)
+        indices = partition(
+            [str(r.subject_id) for r in records], [r.volume_id for r in records], info,
+            self.describe_source(),
+        )  # fmt: skip
+        datasets = {
+            part: self.make_dataset([records[i] for i in indices[part]], part)
+            for part in PARTS
+            if indices[part]
+        }
+        self.split_info = {**info, "fold": self.fold}
+        log.info(
+            "%s split %s fold %d (%s, by %s) from %s: train %s (%d B-scans), val %s (%d), "
+            "test %s (%d)",
+            type(self).__name__, info["protocol"], self.fold, info["file"], info["unit"],
+            self.describe_source(), info["train"], len(indices["train"]), info["val"],
+            len(indices["val"]), info["test"], len(indices["test"]),
+        )  # fmt: skip
+        return datasets
 
     def setup(self, stage: str | None = None) -> None:
         if not self.datasets:
             self.datasets = self.build_datasets()
 
+    # ------------------------------------------------------------------ loaders
     def _loader(self, split: str, train: bool) -> DataLoader:
         self.setup()
         if split not in self.datasets:
@@ -186,14 +508,18 @@ class SegDataModule(pl.LightningDataModule, ABC):
             collate_fn=PadCollate(self.ignore_index),
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            worker_init_fn=seed_worker,
+            # The rank is read here, in the process that owns it, and handed to the workers.
+            worker_init_fn=functools.partial(seed_worker, rank=process_rank()),
         )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
+    def val_dataloader(self) -> DataLoader | list:
+        """Full-B-scan validation loader; an empty list (Lightning skips validation) when the
+        split has no validation part."""
+        self.setup()
+        return self._loader("val", train=False) if "val" in self.datasets else []
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)

@@ -6,7 +6,8 @@
 - the PNG export of the Y-Net style preprocessing (``images/``, ``masks/``, optional
   ``index.csv``, no marker), e.g. ``/work/shared/datasets/duke_dme``.
 
-Splits are by subject and come from the JSON files in ``splits/duke/`` (see ``docs/datasets.md``).
+Splits are by subject and come from the JSON files in ``splits/duke/`` (see ``docs/datasets.md``);
+splitting, augmentation, repetition and loaders come from :class:`~octseg.data.base.SegDataModule`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,33 +26,40 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from octseg.data.base import InMemorySegDataset, SegDataModule
+from octseg.data.base import BScanRecord, SegDataModule
 from octseg.data.duke_prepare import (
     FLUID_LABEL,
     MARKER_NAME,
     PREPARED_FORMAT,
     PREPARED_FORMAT_VERSION,
 )
-from octseg.data.transforms import TorchSeededTransform
 
-__all__ = [
-    "DukeScan",
-    "DukeDataModule",
-    "RepeatedDataset",
-    "default_split_dir",
-    "detect_layout",
-    "load_duke_scans",
-    "load_split",
-]
+__all__ = ["DukeScan", "DukeDataModule", "detect_layout", "load_duke_scans"]
 
 log = logging.getLogger(__name__)
 
-DukeScan = dict[str, Any]  # keys: case_id, volume_id, image, mask, boundaries (array or None)
+DukeScan = dict[str, Any]  # case_id, volume_id, bscan_index, image, mask, boundaries (or None)
 
 
-def default_split_dir() -> Path:
-    """``<repo>/splits/duke`` of the source checkout this package is installed from."""
-    return Path(__file__).resolve().parents[3] / "splits" / "duke"
+_SCAN_NAME = re.compile(r"Subject_\d+_\d+")
+# PIL modes of single-channel PNGs read in their native dtype (8 or 16 bit).
+_NATIVE_MODES = ("L", "I", "I;16", "I;16B", "I;16L")
+
+
+def _read_marker(marker: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(marker.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{marker} is damaged ({err}); re-run scripts/prepare_duke.py <release> "
+            f"{marker.parent} --overwrite."
+        ) from err
+    if not isinstance(meta, dict):
+        raise ValueError(
+            f"{marker} holds {type(meta).__name__}, expected a JSON object; re-run "
+            f"scripts/prepare_duke.py <release> {marker.parent} --overwrite."
+        )
+    return meta
 
 
 def detect_layout(data_dir: str | Path) -> str:
@@ -72,7 +81,7 @@ def detect_layout(data_dir: str | Path) -> str:
         raise FileNotFoundError(f"Duke DME folder {data_dir} does not exist. {how}")
     marker = data_dir / MARKER_NAME
     if marker.is_file():
-        meta = json.loads(marker.read_text())
+        meta = _read_marker(marker)
         if (meta.get("format"), meta.get("format_version")) != (
             PREPARED_FORMAT,
             PREPARED_FORMAT_VERSION,
@@ -92,32 +101,97 @@ def detect_layout(data_dir: str | Path) -> str:
     return layout
 
 
-def _read_png(path: Path) -> np.ndarray:
+def _read_png(path: Path, kind: str) -> np.ndarray:
+    """Reads one PNG in its native dtype: uint8, or uint16 for 16-bit files (never wrapped to
+    8 bit). Images of other modes (RGB, palette, ...) are converted to 8-bit grey; a mask must
+    be a single-channel label map (8/16 bit or palette indices)."""
+    native = _NATIVE_MODES + (("P",) if kind == "mask" else ())
     try:
         with Image.open(path) as img:
-            if img.mode not in ("L", "P", "I;16", "I"):
+            mode = img.mode
+            if mode not in native and kind == "image":
                 img = img.convert("L")
-            return np.array(img, dtype=np.uint8)  # a writable copy (torch warns on read-only)
-    except (OSError, ValueError) as err:  # unreadable, truncated or not an image at all
+            array = np.array(img)  # a writable copy (torch warns on read-only)
+    except (OSError, SyntaxError, ValueError) as err:  # unreadable, truncated, not an image
         raise ValueError(
             f"{path} could not be read as a PNG image ({err}); replace the file (re-export it, "
             "or re-run scripts/prepare_duke.py with --overwrite)."
         ) from err
+    if mode not in native and kind == "mask":
+        raise ValueError(
+            f"{path} is a {mode} image; a mask must be a single-channel label PNG (8 or 16 "
+            "bit). Re-export it."
+        )
+    if array.dtype != np.uint8:  # 16-bit modes come as uint16, big-endian uint16 or int32
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise ValueError(f"{path} holds values outside 0..65535; expected an 8/16-bit PNG.")
+        array = array.astype(np.uint16)
+    return array
 
 
-def _scan_names(data_dir: Path) -> list[str]:
+def _png_files(folder: Path) -> dict[str, Path]:
+    """Scan name -> file for every ``Subject_XX_YY.png`` in ``folder`` (suffix in any case)."""
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() != ".png" or not _SCAN_NAME.fullmatch(path.stem):
+            continue
+        if path.stem in files:
+            raise ValueError(
+                f"{folder} holds both {files[path.stem].name} and {path.name}; keep one."
+            )
+        files[path.stem] = path
+    return files
+
+
+def _index_rows(index: Path) -> list[dict[str, str]]:
+    """Rows of ``index.csv``, checked for a ``name`` column and unique names."""
+    with index.open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        columns = reader.fieldnames or []
+    if "name" not in columns:
+        raise ValueError(
+            f"{index} has no 'name' column (columns: {columns}); its first line must name the "
+            "columns, one of them 'name' (the scan file name without .png). Fix or delete it."
+        )
+    lines: dict[str, list[int]] = {}
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        lines.setdefault(row["name"], []).append(line)
+    duplicates = {name: at for name, at in lines.items() if len(at) > 1}
+    if duplicates:
+        raise ValueError(
+            f"{index} lists scans more than once (name: lines) {duplicates}; each B-scan must "
+            "appear once. Remove the repeated rows."
+        )
+    return rows
+
+
+def _scan_files(data_dir: Path) -> list[tuple[str, Path, Path, int]]:
+    """``(name, image path, mask path, bscan index)`` of every B-scan, checked for pairs."""
+    images, masks = _png_files(data_dir / "images"), _png_files(data_dir / "masks")
+    unpaired = {
+        "images without a mask": sorted(set(images) - set(masks)),
+        "masks without an image": sorted(set(masks) - set(images)),
+    }
+    unpaired = {k: v for k, v in unpaired.items() if v}
+    if unpaired:
+        raise ValueError(
+            f"{data_dir}: {unpaired}; every images/<name>.png needs masks/<name>.png and the "
+            "reverse. Add or remove the files."
+        )
     index = data_dir / "index.csv"
-    if index.is_file():
-        with index.open(newline="") as f:
-            names = [row["name"] for row in csv.DictReader(f)]
-        for name in names:
-            for sub in ("images", "masks"):
-                if not (data_dir / sub / f"{name}.png").is_file():
-                    raise FileNotFoundError(
-                        f"{index} lists {name} but {data_dir / sub / (name + '.png')} is missing."
-                    )
-        return names
-    return sorted(p.stem for p in (data_dir / "images").glob("Subject_*.png"))
+    if not index.is_file():
+        return [(name, images[name], masks[name], -1) for name in sorted(images)]
+    scans = []
+    for row in _index_rows(index):
+        name = row["name"]
+        if name not in images:
+            raise FileNotFoundError(
+                f"{index} lists {name} but {data_dir / 'images' / (name + '.png')} is missing."
+            )
+        position = row.get("bscan_index") or ""
+        scans.append((name, images[name], masks[name], int(position) if position else -1))
+    return scans
 
 
 @functools.lru_cache(maxsize=4)
@@ -126,34 +200,35 @@ def _load_cached(data_dir: str, stamp: float, ignore_index: int) -> tuple[DukeSc
     layout = detect_layout(root)
     file_ignore = ignore_index
     if layout == "prepared":
-        file_ignore = int(json.loads((root / MARKER_NAME).read_text()).get("ignore_index", 255))
-    names = _scan_names(root)
-    if not names:
+        file_ignore = int(_read_marker(root / MARKER_NAME).get("ignore_index", 255))
+    files = _scan_files(root)
+    if not files:
         raise FileNotFoundError(f"{root / 'images'} holds no Subject_XX_YY.png B-scans.")
     allowed = np.array([*range(FLUID_LABEL + 1), file_ignore])
+    mask_dtype = np.uint8 if ignore_index < 256 else np.int32
     scans = []
-    for name in names:
-        image = _read_png(root / "images" / f"{name}.png")
-        mask = _read_png(root / "masks" / f"{name}.png")
+    for name, image_path, mask_path, position in files:
+        image = _read_png(image_path, "image")
+        mask = _read_png(mask_path, "mask")
         if image.shape != mask.shape:
             raise ValueError(
-                f"{root / 'images' / name}.png is {image.shape} but its mask is {mask.shape}; "
+                f"{image_path} is {image.shape} but its mask is {mask.shape}; "
                 "an image and its mask must have the same size."
             )
         bad = np.setdiff1d(np.unique(mask), allowed)
         if bad.size:
             raise ValueError(
-                f"{root / 'masks' / name}.png has labels {bad.tolist()}; expected 0..{FLUID_LABEL} "
+                f"{mask_path} has labels {bad.tolist()}; expected 0..{FLUID_LABEL} "
                 f"or the ignore value {file_ignore}."
             )
-        if file_ignore != ignore_index:
-            mask = np.where(mask == file_ignore, ignore_index, mask).astype(np.uint8)
+        mask = np.where(mask == file_ignore, ignore_index, mask).astype(mask_dtype)
         bounds_path = root / "boundaries" / f"{name}.npy"
         boundaries = np.load(bounds_path) if bounds_path.is_file() else None
         scans.append(
             {
                 "case_id": name,
                 "volume_id": name.rsplit("_", 1)[0],
+                "bscan_index": position,
                 "image": image,
                 "mask": mask,
                 "boundaries": boundaries,
@@ -172,78 +247,24 @@ def load_duke_scans(data_dir: str | Path, ignore_index: int = 255) -> list[DukeS
 
     Returns:
         One dict per B-scan: ``case_id`` (``Subject_XX_YY``), ``volume_id`` (``Subject_XX``),
-        ``image`` uint8 ``[H, W]``, ``mask`` uint8 ``[H, W]``, ``boundaries`` float32
-        ``[8, W]`` (prepared layout) or None (PNG export).
+        ``bscan_index`` (position among the volume's 61 B-scans from ``index.csv``, -1 when
+        the folder does not say), ``image`` ``[H, W]`` (uint8, or uint16 for 16-bit PNGs),
+        ``mask`` uint8 ``[H, W]``, ``boundaries`` float32 ``[8, W]`` (prepared layout) or
+        None (PNG export).
 
     Raises:
         FileNotFoundError, ValueError: naming the folder or file at fault.
     """
     root = Path(data_dir).resolve()
     detect_layout(root)  # raises early with a clear message
-    stamp_files = [root / MARKER_NAME, root / "index.csv", root / "images"]
+    stamp_files = [root / MARKER_NAME, root / "index.csv", root / "images", root / "masks"]
     stamp = max((os.stat(p).st_mtime for p in stamp_files if p.exists()), default=0.0)
     return list(_load_cached(str(root), stamp, int(ignore_index)))
 
 
-def load_split(
-    split: str, fold: int = 0, split_dir: str | Path | None = None
-) -> dict[str, list[str]]:
-    """Reads a split file and returns the subjects of one fold.
-
-    Args:
-        split: a protocol name (``ynet``, ``relaynet``, ``kfold``) looked up in ``split_dir``,
-            or a path to a JSON split file.
-        fold: which entry of the file's ``folds`` list.
-        split_dir: folder of named split files; default ``<repo>/splits/duke``.
-
-    Returns:
-        ``{"train": [...], "val": [...], "test": [...], "file": path, "protocol": name}``.
-
-    Raises:
-        FileNotFoundError: unknown split; ValueError: bad fold or overlapping subjects.
-    """
-    path = Path(split)
-    if path.suffix != ".json":
-        path = Path(split_dir or default_split_dir()) / f"{split}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.json")) if path.parent.is_dir() else []
-        raise FileNotFoundError(
-            f"Split file {path} not found (dataset.split={split!r}); known splits in "
-            f"{path.parent}: {known}. Create one with scripts/make_splits.py."
-        )
-    spec = json.loads(path.read_text())
-    folds = spec.get("folds", [])
-    if not 0 <= fold < len(folds):
-        raise ValueError(
-            f"dataset.fold={fold} but {path} has {len(folds)} fold(s); use 0..{len(folds) - 1}."
-        )
-    entry = folds[fold]
-    parts = {k: list(entry.get(k, [])) for k in ("train", "val", "test")}
-    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
-        shared = sorted(set(parts[a]) & set(parts[b]))
-        if shared:
-            raise ValueError(f"{path} fold {fold}: subjects {shared} are in both {a} and {b}.")
-    return {**parts, "file": str(path), "protocol": spec.get("protocol", path.stem)}
-
-
-class RepeatedDataset(Dataset):
-    """Presents a dataset ``repeats`` times per epoch (fewer, longer epochs on a tiny set)."""
-
-    def __init__(self, dataset: Dataset, repeats: int) -> None:
-        if repeats < 1:
-            raise ValueError(f"train_repeats must be >= 1, got {repeats}.")
-        self.dataset, self.repeats = dataset, int(repeats)
-
-    def __len__(self) -> int:
-        return len(self.dataset) * self.repeats
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.dataset[index % len(self.dataset)]
-
-
 class DukeDataModule(SegDataModule):
-    """Duke DME DataModule: subject-wise splits from a published split file, full B-scans for
-    validation and test, an albumentations pipeline (random crops or full B-scans) for training.
+    """Duke DME DataModule: reads either layout as volumes (one per subject); splits,
+    augmentation, repetition and loaders come from :class:`~octseg.data.base.SegDataModule`.
 
     Args:
         data_dir: the ``duke_dme`` folder, either layout (relative paths are resolved against
@@ -251,13 +272,13 @@ class DukeDataModule(SegDataModule):
         split: ``ynet`` (default), ``relaynet``, ``kfold`` or a path to a split JSON file.
         fold: fold of the split file (``kfold``: 0..4).
         split_dir: folder of named split files (default ``<repo>/splits/duke``).
-        train_transform: albumentations-style pipeline for training samples, or None.
-        mean: intensity mean after scaling to [0, 1].
-        std: intensity standard deviation after scaling to [0, 1].
-        train_repeats: passes over the training B-scans per epoch.
         **kwargs: :class:`~octseg.data.base.SegDataModule` arguments (``batch_size``,
-            ``eval_batch_size``, ``num_workers``, ``ignore_index``, ``pin_memory``).
+            ``eval_batch_size``, ``num_workers``, ``ignore_index``, ``pin_memory``,
+            ``train_transform``, ``mean``, ``std``, ``train_repeats``, ``spacing_um``,
+            ``bscan_spacing_um``).
     """
+
+    splits_name = "duke"
 
     def __init__(
         self,
@@ -265,67 +286,32 @@ class DukeDataModule(SegDataModule):
         split: str = "ynet",
         fold: int = 0,
         split_dir: str | Path | None = None,
-        train_transform: Callable[..., dict[str, Any]] | None = None,
-        mean: float = 0.0,
-        std: float = 1.0,
-        train_repeats: int = 1,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        split_dir = _absolute(str(split_dir)) if split_dir else None
+        super().__init__(split=str(split), fold=fold, split_dir=split_dir, **kwargs)
         self.data_dir = Path(_absolute(str(data_dir))).resolve()
-        self.split, self.fold = str(split), int(fold)
-        self.split_dir = _absolute(str(split_dir)) if split_dir else None
-        self.train_transform = train_transform
-        self.mean, self.std, self.train_repeats = float(mean), float(std), int(train_repeats)
-        self.split_info: dict[str, Any] = {}
         self.boundaries: dict[str, np.ndarray | None] = {}
+
+    def read_volumes(self) -> Iterator[Sequence[BScanRecord]]:
+        """Yields the traced B-scans of one subject at a time (spacing: the DataModule's)."""
+        scans = load_duke_scans(self.data_dir, self.ignore_index)
+        self.boundaries = {s["case_id"]: s["boundaries"] for s in scans}
+        volumes: dict[str, list[BScanRecord]] = {}
+        for s in scans:
+            volumes.setdefault(s["volume_id"], []).append(
+                BScanRecord(s["image"], s["mask"], s["case_id"], s["volume_id"], s["bscan_index"])
+            )
+        yield from volumes.values()
+
+    def describe_source(self) -> str:
+        return f"{detect_layout(self.data_dir)} layout at {self.data_dir}"
 
     def build_datasets(self) -> dict[str, Dataset]:
         """Loads the scans, applies the split and logs which split was used."""
-        info = load_split(self.split, self.fold, self.split_dir)
-        scans = load_duke_scans(self.data_dir, self.ignore_index)
-        present = sorted({s["volume_id"] for s in scans})
-        wanted = info["train"] + info["val"] + info["test"]
-        missing = sorted(set(wanted) - set(present))
-        if missing:
-            raise ValueError(
-                f"Split {info['file']} names subjects {missing} that {self.data_dir} does not "
-                f"hold (it has {present}); check paths.data_dir or dataset.split."
-            )
-        self.boundaries = {s["case_id"]: s["boundaries"] for s in scans}
-        transform = TorchSeededTransform(self.train_transform) if self.train_transform else None
-        datasets: dict[str, Dataset] = {}
-        counts = {}
-        for part in ("train", "val", "test"):
-            chosen = [s for s in scans if s["volume_id"] in set(info[part])]
-            counts[part] = len(chosen)
-            if not chosen:
-                continue
-            ds = InMemorySegDataset(
-                [s["image"] for s in chosen],
-                [s["mask"] for s in chosen],
-                [s["case_id"] for s in chosen],
-                [s["volume_id"] for s in chosen],
-                transform=transform if part == "train" else None,
-                mean=self.mean,
-                std=self.std,
-            )
-            datasets[part] = RepeatedDataset(ds, self.train_repeats) if part == "train" else ds
-        self.split_info = {**info, "fold": self.fold, "layout": detect_layout(self.data_dir)}
-        log.info(
-            "Duke DME split %s fold %d (%s), %s layout at %s: train %s (%d B-scans), "
-            "val %s (%d), test %s (%d)",
-            info["protocol"], self.fold, info["file"], self.split_info["layout"], self.data_dir,
-            info["train"], counts["train"], info["val"], counts["val"], info["test"],
-            counts["test"],
-        )  # fmt: skip
+        datasets = super().build_datasets()
+        self.split_info["layout"] = detect_layout(self.data_dir)
         return datasets
-
-    def val_dataloader(self) -> Any:
-        """Full-B-scan validation loader; an empty list (Lightning skips validation) when the
-        split has no validation subjects (``relaynet``)."""
-        self.setup()
-        return self._loader("val", train=False) if "val" in self.datasets else []
 
 
 def _absolute(path: str) -> str:

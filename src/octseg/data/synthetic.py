@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from torch.utils.data import Dataset
+
 import numpy as np
 
-from octseg.data.base import InMemorySegDataset, SegDataModule
+from octseg.data.base import BScanRecord, SegDataModule
 from octseg.data.synthetic_anatomy import (
     FLUID_LABEL,
     draw_anatomy,
@@ -248,8 +250,11 @@ class SyntheticDataModule(SegDataModule):
             samples only, or None.
         mean: intensity mean (of images scaled to [0, 1]) subtracted before the network.
         std: intensity standard deviation divided by.
+        spacing_um: ``[axial, lateral]`` micrometres per pixel carried by every sample, or None.
+        bscan_spacing_um: micrometres between the B-scans of a volume, or None (unknown).
+        train_repeats: passes over the training scans per epoch.
         batch_size: training batch size.
-        eval_batch_size: validation/test batch size (defaults to ``batch_size``).
+        eval_batch_size: validation/test batch size (None: ``batch_size``).
         num_workers: DataLoader workers.
         ignore_index: mask value for padded pixels.
         pin_memory: pin host memory.
@@ -274,13 +279,20 @@ class SyntheticDataModule(SegDataModule):
         train_transform: Callable[..., dict[str, Any]] | None = None,
         mean: float = 0.152,
         std: float = 0.141,
+        spacing_um: Sequence[float] | None = None,
+        bscan_spacing_um: float | None = None,
+        train_repeats: int = 1,
         batch_size: int = 4,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         ignore_index: int = 255,
         pin_memory: bool = False,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers, ignore_index, pin_memory)
+        super().__init__(
+            batch_size, eval_batch_size, num_workers, ignore_index, pin_memory,
+            train_transform=train_transform, mean=mean, std=std, train_repeats=train_repeats,
+            spacing_um=spacing_um, bscan_spacing_um=bscan_spacing_um,
+        )  # fmt: skip
         if min(num_train, num_val, num_test) < 0 or scans_per_volume < 1:
             raise ValueError(
                 f"Need num_train/num_val/num_test >= 0 and scans_per_volume >= 1, got "
@@ -293,27 +305,19 @@ class SyntheticDataModule(SegDataModule):
         self.fluid_probability, self.healthy = fluid_probability, healthy
         self.scans_per_volume = scans_per_volume
         self.style = _style_from(style)
-        self.train_transform = train_transform
-        self.mean, self.std = mean, std
 
-    def build_datasets(self) -> dict[str, InMemorySegDataset]:
+    def build_datasets(self) -> dict[str, Dataset]:
         """Generates every split (a few ms per scan) and wraps each in an in-memory dataset."""
         datasets, first_index, first_volume = {}, 0, 0
+        args = (self.height, self.width, self.fluid_probability, self.healthy, self.style)
         for split, size in self.split_sizes.items():
-            args = (self.height, self.width, self.fluid_probability, self.healthy, self.style)
-            scans = [generate_bscan(self.seed, first_index + i, *args) for i in range(size)]
-            volumes = [
-                f"synth_v{first_volume + i // self.scans_per_volume:03d}" for i in range(size)
-            ]
-            datasets[split] = InMemorySegDataset(
-                images=[image for image, _ in scans],
-                masks=[labels for _, labels in scans],
-                case_ids=[f"synth_{first_index + i:05d}" for i in range(size)],
-                volume_ids=volumes,
-                transform=self.train_transform if split == "train" else None,
-                mean=self.mean,
-                std=self.std,
-            )
+            records = []
+            for i in range(size):
+                image, labels = generate_bscan(self.seed, first_index + i, *args)
+                volume = f"synth_v{first_volume + i // self.scans_per_volume:03d}"
+                records.append(BScanRecord(image, labels, f"synth_{first_index + i:05d}", volume,
+                                           bscan_index=i % self.scans_per_volume))  # fmt: skip
+            datasets[split] = self.make_dataset(records, split)
             first_index += size
             first_volume += -(-size // self.scans_per_volume)
         log.info(

@@ -4,9 +4,9 @@
 Image and mask always go through the same geometric transform (mask with nearest-neighbour
 interpolation; pixels shifted in from outside get ``ignore_index`` in the mask). Intensity
 transforms touch the image only. Albumentations 2 keeps its own random generators inside
-``Compose``; :class:`TorchSeededTransform` re-seeds them from torch's seed in each process and
-DataLoader worker, so a run is reproducible from the global seed and workers do not repeat each
-other's augmentations.
+``Compose``; :class:`TorchSeededTransform` re-seeds them from torch's seed and the process rank
+in each process and DataLoader worker, so a run is reproducible from the global seed and neither
+workers nor DDP ranks repeat each other's augmentations.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any
 import albumentations as A
 import cv2
 import torch
+
+from octseg.data.seeding import derive_seed, process_rank
 
 __all__ = ["build_augmentation", "TorchSeededTransform"]
 
@@ -134,23 +136,28 @@ def build_augmentation(
 
 class TorchSeededTransform:
     """Wraps an albumentations ``Compose`` (or any callable with ``set_random_seed``) so that
-    its generators are seeded from ``torch.initial_seed()``: the global seed in the main
-    process, ``base_seed + worker_id`` in a DataLoader worker (new each epoch unless workers
-    persist). Re-seeding happens on the first call in each process.
+    its generators are seeded from ``torch.initial_seed()`` and the process rank: the global
+    seed in the main process, the worker's seed in a DataLoader worker (set by
+    :func:`~octseg.data.seeding.seed_worker`). Re-seeding happens on the first call in each
+    process and whenever torch's seed changes.
 
     Args:
         transform: the pipeline, called as ``transform(image=..., mask=...)``.
+        rank: the global process rank mixed into the seed; None reads
+            :func:`~octseg.data.seeding.process_rank` at re-seeding time.
     """
 
-    def __init__(self, transform: Callable[..., dict[str, Any]]) -> None:
+    def __init__(self, transform: Callable[..., dict[str, Any]], rank: int | None = None) -> None:
         self.transform = transform
+        self.rank = rank
         self._seeded_with: int | None = None
 
     def __call__(self, **data: Any) -> dict[str, Any]:
-        seed = torch.initial_seed() % 2**32
-        if seed != self._seeded_with and hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(seed)
-            self._seeded_with = seed
+        torch_seed = torch.initial_seed()
+        if torch_seed != self._seeded_with and hasattr(self.transform, "set_random_seed"):
+            rank = process_rank() if self.rank is None else self.rank
+            self.transform.set_random_seed(derive_seed(torch_seed, rank))
+            self._seeded_with = torch_seed
         return self.transform(**data)
 
     def __repr__(self) -> str:

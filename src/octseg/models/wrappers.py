@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from octseg.models.base import SegOutput, as_seg_output
+from octseg.utils.tensors import pad_bottom_right
 
 __all__ = ["PadToDivisor", "pad_to_divisor"]
 
@@ -64,11 +64,7 @@ def pad_to_divisor(
         side = max(h + ph, w + pw)
         side += -side % math.lcm(div_h, div_w)
         ph, pw = side - h, side - w
-    if ph == 0 and pw == 0:
-        return x, (h, w)
-    if mode == "reflect" and (ph >= h or pw >= w):
-        mode = "replicate"  # reflect padding needs pad < size
-    return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
+    return pad_bottom_right(x, ph, pw, mode), (h, w)
 
 
 class PadToDivisor(nn.Module):

@@ -14,7 +14,69 @@ from octseg.models.base import SegOutput, as_seg_output
 from octseg.models.checks import check_model_dataset
 from octseg.models.wrappers import PadToDivisor
 
-__all__ = ["SegModule"]
+__all__ = ["SegModule", "forward_by_size"]
+
+
+def _merge_batched(
+    parts: list[tuple[torch.Tensor, Any]], batch_size: int, min_hw: tuple[int, int] = (0, 0)
+) -> Any:
+    """Places per-group values (tensors ``[b, ..., h, w]``, or lists of them) into one batch,
+    zero-filled where a group's maps are smaller than the largest; anything not batched per
+    sample is taken from the first group."""
+    first = parts[0][1]
+    if isinstance(first, (list, tuple)):
+        return type(first)(
+            _merge_batched([(index, value[k]) for index, value in parts], batch_size)
+            for k in range(len(first))
+        )
+    if not (isinstance(first, torch.Tensor) and first.dim() >= 3):
+        return first
+    if any(value.shape[0] != len(index) for index, value in parts):
+        return first
+    h = max(min_hw[0], *(value.shape[-2] for _, value in parts))
+    w = max(min_hw[1], *(value.shape[-1] for _, value in parts))
+    merged = first.new_zeros((batch_size, *first.shape[1:-2], h, w))
+    for index, value in parts:
+        merged[index, ..., : value.shape[-2], : value.shape[-1]] = value
+    return merged
+
+
+def forward_by_size(
+    forward: Callable[[torch.Tensor], SegOutput], image: torch.Tensor, orig_hw: torch.Tensor
+) -> SegOutput:
+    """Runs ``forward`` once per group of samples that share a true size, on the batch cropped
+    to that size, and places the outputs back into batch tensors.
+
+    Each B-scan is then seen by the network exactly as in a batch of its own size, whatever the
+    batch holds and however it was padded, so predictions do not depend on the batch size.
+    Outputs are zero where a sample was padded (its mask is ``ignore_index`` there);
+    regularisers are averaged over the groups, weighted by their sizes.
+
+    Args:
+        forward: the network call, ``[b, C, h, w] -> SegOutput``.
+        image: the padded batch ``[B, C, H, W]``.
+        orig_hw: each sample's true ``(h, w)``, ``[B, 2]``.
+
+    Returns:
+        One :class:`SegOutput` for the whole batch (logits ``[B, K, H, W]``).
+    """
+    sizes = [tuple(hw) for hw in orig_hw.tolist()]
+    if all(size == tuple(image.shape[-2:]) for size in sizes):
+        return forward(image)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(sizes):
+        groups.setdefault(size, []).append(i)
+    parts = []
+    for (h, w), members in groups.items():
+        index = torch.tensor(members, device=image.device)
+        parts.append((index, forward(image[index, :, :h, :w])))
+    n = image.shape[0]
+    first = parts[0][1]
+    return SegOutput(
+        logits=_merge_batched([(i, o.logits) for i, o in parts], n, tuple(image.shape[-2:])),
+        aux={k: _merge_batched([(i, o.aux[k]) for i, o in parts], n) for k in first.aux},
+        reg={k: sum(o.reg[k] * len(i) for i, o in parts) / n for k in first.reg},
+    )
 
 
 class SegModule(pl.LightningModule):
@@ -94,8 +156,15 @@ class SegModule(pl.LightningModule):
         return as_seg_output(net(image))
 
     def model_step(self, batch: Mapping[str, Any]) -> tuple[SegOutput, dict[str, torch.Tensor]]:
-        output = self(batch["image"])
+        output = self.batch_forward(batch)
         return output, self.objective(output, batch)
+
+    def batch_forward(self, batch: Mapping[str, Any]) -> SegOutput:
+        """One batched forward in training; outside training, one forward per true B-scan size
+        (:func:`forward_by_size`), so evaluation does not depend on the batch size."""
+        if self.training or "orig_hw" not in batch:
+            return self(batch["image"])
+        return forward_by_size(self, batch["image"], batch["orig_hw"])
 
     def _log_losses(self, stage: str, losses: Mapping[str, torch.Tensor], batch_size: int) -> None:
         on_step = stage == "train"
@@ -142,7 +211,7 @@ class SegModule(pl.LightningModule):
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Returns, per B-scan, the label map and class probabilities at the scan's true size."""
-        probs = self(batch["image"]).logits.float().softmax(dim=1)
+        probs = self.batch_forward(batch).logits.float().softmax(dim=1)
         labels = probs.argmax(dim=1)
         results = []
         for i, (h, w) in enumerate(batch["orig_hw"].tolist()):
