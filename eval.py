@@ -10,11 +10,6 @@ Both modes write metrics.json, per_scan.csv, boundaries.csv and thickness.csv to
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-os.environ.setdefault("OCTSEG_ROOT", str(Path(__file__).resolve().parent))
-
 import hydra
 from omegaconf import DictConfig
 

@@ -7,11 +7,7 @@ resumes that run with its own overrides, in its own folder.
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
-
-os.environ.setdefault("OCTSEG_ROOT", str(Path(__file__).resolve().parent))
 
 import hydra
 from hydra.core.hydra_config import HydraConfig

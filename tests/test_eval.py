@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import REPO_ROOT
 from octseg.training import train
+from tests.conftest import REPO_ROOT
 
 
 def _eval_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -88,7 +88,9 @@ def test_interrupt_leaves_a_resumable_last_checkpoint(make_cfg, monkeypatch) -> 
     from octseg.utils import instantiators
 
     original = instantiators.instantiate_callbacks
-    monkeypatch.setattr("octseg.training.instantiate_callbacks", lambda c: original(c) + [_Interrupt()])
+    monkeypatch.setattr(
+        "octseg.training.instantiate_callbacks", lambda c: original(c) + [_Interrupt()]
+    )
     cfg = make_cfg("trainer.max_epochs=5", "test=false")
     with pytest.raises(SystemExit):  # Lightning stops gracefully, then exits with status 1
         train(cfg)
@@ -167,8 +169,9 @@ def test_a_run_folder_owned_by_another_run_is_refused(make_cfg) -> None:
     second = make_cfg("test=false", "seed=3", subdir="shared")
     with pytest.raises(RunFolderInUseError, match="already belongs to another run"):
         train(second)
-    saved = torch.load(Path(second.paths.output_dir) / "checkpoints" / "last.ckpt",
-                       weights_only=False)
+    saved = torch.load(
+        Path(second.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False
+    )
     assert saved["octseg_config"]["seed"] == 42  # the first run's files are untouched
 
 
@@ -177,9 +180,14 @@ def test_resume_with_another_dataset_or_optimizer_is_refused(make_cfg) -> None:
     train(first)
     last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
     before = last.read_bytes()
-    with pytest.raises(ValueError, match=r"different setup: dataset: checkpoint 'synthetic_small'"):
-        train(make_cfg("dataset=synthetic", f"ckpt_path={last}", "test=false", subdir="x",
-                       fast=False))
+    with pytest.raises(
+        ValueError, match=r"different setup: dataset: checkpoint 'synthetic_small'"
+    ):
+        train(
+            make_cfg(
+                "dataset=synthetic", f"ckpt_path={last}", "test=false", subdir="x", fast=False
+            )
+        )
     with pytest.raises(ValueError, match="another optimizer"):
         train(make_cfg("optimizer=sgd", f"ckpt_path={last}", "test=false", subdir="y"))
     # A refused resume writes nothing over the checkpoint it was given.
@@ -194,8 +202,7 @@ def test_failed_resume_does_not_write_a_last_checkpoint(make_cfg) -> None:
     ckpt = torch.load(good, weights_only=False)
     ckpt["state_dict"] = {k: v for k, v in list(ckpt["state_dict"].items())[:-2]}  # truncated
     torch.save(ckpt, broken)
-    second = make_cfg("trainer.max_epochs=2", f"ckpt_path={broken}", "test=false",
-                      subdir="second")
+    second = make_cfg("trainer.max_epochs=2", f"ckpt_path={broken}", "test=false", subdir="second")
     with pytest.raises(RuntimeError, match="Missing key"):
         train(second)
     assert not (Path(second.paths.output_dir) / "checkpoints" / "last.ckpt").exists()
@@ -219,8 +226,9 @@ def test_sigterm_writes_last_checkpoint_and_exits_143(make_cfg, monkeypatch) -> 
     from octseg.utils import instantiators
 
     original = instantiators.instantiate_callbacks
-    monkeypatch.setattr("octseg.training.instantiate_callbacks",
-                        lambda c: original(c) + [_Sigterm()])
+    monkeypatch.setattr(
+        "octseg.training.instantiate_callbacks", lambda c: original(c) + [_Sigterm()]
+    )
     cfg = make_cfg("trainer.max_epochs=5")
     with pytest.raises(SystemExit) as exit_info:
         train(cfg)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from octseg.utils.wandb_offline import read_offline_run
 from octseg.training import train
+from octseg.utils.wandb_offline import read_offline_run
 from tests.conftest import FAST_OVERRIDES, REPO_ROOT
 
 

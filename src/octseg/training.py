@@ -130,11 +130,14 @@ def _train(cfg: DictConfig) -> dict[str, float]:
 
     if cfg.get("train"):
         try:
-            trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path,
-                        weights_only=False)  # our own checkpoints hold the run config
+            trainer.fit(
+                model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False
+            )  # our own checkpoints hold the run config
         except SIGTERMException as err:  # Lightning exits with status 0 otherwise
-            log.warning("SIGTERM: stopped training; resume with ckpt_path=%s",
-                        output_dir / "checkpoints" / "last.ckpt")  # fmt: skip
+            log.warning(
+                "SIGTERM: stopped training; resume with ckpt_path=%s",
+                output_dir / "checkpoints" / "last.ckpt",
+            )
             raise SystemExit(SIGTERM_EXIT_CODE) from err
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
@@ -162,24 +165,40 @@ def _test(
 ) -> EvaluationResult | None:
     """Tests the best checkpoint and writes the report (rank 0); returns it there."""
     best = _best_checkpoint(trainer)
-    run_info = {"run_name": cfg.get("run_name"), "best_checkpoint": best,
-                "training": dict(sorted(training_values.items()))}  # fmt: skip
+    run_info = {
+        "run_name": cfg.get("run_name"),
+        "best_checkpoint": best,
+        "training": dict(sorted(training_values.items())),
+    }
     if getattr(model, "predicts_scans", False):
         if not trainer.is_global_zero:
             return None
         if best is not None:
             model.load_state_dict(load_checkpoint(best)["state_dict"])
-        return evaluate_module(model, datamodule, cfg.metrics, cfg.paths.output_dir,
-                               precision=cfg.trainer.get("precision"), run_info=run_info)  # fmt: skip
-    trainer.test(model=model, datamodule=datamodule, ckpt_path=best, weights_only=False,
-                 verbose=False)  # fmt: skip
+        return evaluate_module(
+            model,
+            datamodule,
+            cfg.metrics,
+            cfg.paths.output_dir,
+            precision=cfg.trainer.get("precision"),
+            run_info=run_info,
+        )
+    trainer.test(
+        model=model, datamodule=datamodule, ckpt_path=best, weights_only=False, verbose=False
+    )
     if not trainer.is_global_zero:
         return None
-    values = {k[len("test/"):]: float(v) for k, v in trainer.callback_metrics.items()
-              if k.startswith("test/") and v.numel() == 1}  # fmt: skip
-    result = EvaluationResult(dataset=values, run=run_info,
-                              class_names=list(cfg.dataset.get("class_names") or []),
-                              settings={"source": f"{type(model).__name__}.test_step"})  # fmt: skip
+    values = {
+        k[len("test/") :]: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith("test/") and v.numel() == 1
+    }
+    result = EvaluationResult(
+        dataset=values,
+        run=run_info,
+        class_names=list(cfg.dataset.get("class_names") or []),
+        settings={"source": f"{type(model).__name__}.test_step"},
+    )
     result.write(cfg.paths.output_dir)
     print(format_report(values, result.class_names, title="test"))
     return result

@@ -49,11 +49,11 @@ def subject_arrays(subject: int) -> dict[str, np.ndarray]:
     }
 
 
-def write_release(folder: Path, subjects: range | list[int] = range(1, 11), **edits) -> Path:
+def write_release(folder: Path, subjects: range | list[int] | None = None, **edits) -> Path:
     """Writes ``Subject_XX.mat`` fixtures into ``folder``; ``edits`` maps a subject number to a
     callable that changes its dict of arrays before saving (for bad-input tests)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for s in subjects:
+    for s in subjects if subjects is not None else range(1, 11):
         arrays = subject_arrays(s)
         if f"s{s}" in edits:
             arrays = edits[f"s{s}"](arrays)

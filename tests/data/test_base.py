@@ -114,7 +114,7 @@ def test_per_volume_spacing_reaches_the_batch(tmp_path: Path) -> None:
                        "cirrus"]))  # fmt: skip
     batch = next(iter(dm.test_dataloader()))
     assert batch["spacing_um"].dtype == torch.float32 and batch["spacing_um"].shape == (4, 3)
-    by_volume = dict(zip(batch["volume_id"], batch["spacing_um"].tolist()))
+    by_volume = dict(zip(batch["volume_id"], batch["spacing_um"].tolist(), strict=False))
     assert by_volume["spectralis"] == pytest.approx([3.87, 11.3, 120.0])
     assert by_volume["cirrus"][:2] == pytest.approx([1.96, 11.7])
     assert math.isnan(by_volume["cirrus"][2])

@@ -1,4 +1,4 @@
-"""DukeDataModule: both folder layouts, bad folders, split files, and the real export when present."""
+"""DukeDataModule: both folder layouts, bad folders, split files, and the real export (if any)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ from octseg.data.duke import DukeDataModule, detect_layout, load_duke_scans
 from octseg.data.duke_prepare import MARKER_NAME, prepare_duke
 from octseg.data.splits import load_split
 from octseg.data.transforms import build_augmentation
+from tests.conftest import DUKE_EXPORT
 
 from duke_fixtures import H, write_release
-
-from tests.conftest import DUKE_EXPORT
 
 REPO = Path(__file__).resolve().parents[2]
 SPLIT_DIR = REPO / "splits" / "duke"

@@ -17,9 +17,9 @@ from duke_fixtures import (
     COLS,
     CROSS_AT,
     FLUID_BOX,
-    H,
     NAN_AT,
     TRACED,
+    H,
     W,
     write_release,
 )
@@ -62,7 +62,7 @@ def test_crop_mode_grader1_labels_boundaries_and_summary(release: Path, tmp_path
     # Crossing boundary 6 (above boundary 5): label 6 has zero thickness in that column.
     _, k, c = CROSS_AT
     assert not np.any(mask[:, c - start] == k)
-    # The second traced B-scan: fluid painted over layers, untraced columns inside the crop ignored.
+    # The second traced B-scan: fluid painted over layers, untraced columns in the crop ignored.
     mask3 = read(out, "masks", "Subject_01_01")
     _, rows, cols = FLUID_BOX
     assert np.all(mask3[rows, cols.start - start : cols.stop - start] == 9)

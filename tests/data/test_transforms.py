@@ -85,8 +85,8 @@ def test_torch_seeded_transform_follows_the_global_seed() -> None:
         return [wrapped(image=image, mask=mask)["mask"] for _ in range(4)]
 
     first, again, other = draws(1), draws(1), draws(2)
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
-    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=False))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=False))
 
 
 def _export(folder: Path) -> Path:

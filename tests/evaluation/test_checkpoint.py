@@ -32,8 +32,16 @@ def _save(tmp_path: Path, overrides: list[str]) -> Path:
 
 
 def test_resume_recomposes_stored_overrides_with_the_users_on_top(tmp_path: Path) -> None:
-    ckpt = _save(tmp_path, ["experiment=duke_cpu", "paths.data_dir=../shared/datasets",
-                            "trainer.max_epochs=5", "ckpt_path=old.ckpt", "seed=3"])
+    ckpt = _save(
+        tmp_path,
+        [
+            "experiment=duke_cpu",
+            "paths.data_dir=../shared/datasets",
+            "trainer.max_epochs=5",
+            "ckpt_path=old.ckpt",
+            "seed=3",
+        ],
+    )
     args = resume_argv([f"ckpt_path={ckpt}", "trainer.max_epochs=9", "--cfg", "job"])
     assert args == [
         "--cfg", "job",
@@ -92,10 +100,14 @@ def test_resume_with_a_changed_setup_is_refused_unless_allowed(path, value, mess
 
 
 def test_another_optimizer_is_always_refused() -> None:
-    changed = {**STORED, "optimizer": {"_target_": "torch.optim.SGD", "lr": 0.1},
-               "resume_allow_changes": True}
+    changed = {
+        **STORED,
+        "optimizer": {"_target_": "torch.optim.SGD", "lr": 0.1},
+        "resume_allow_changes": True,
+    }
     with pytest.raises(ValueError, match="another optimizer"):
         check_resume_compatible(STORED, changed, "x.ckpt")
     # Another learning rate is no change of setup.
-    check_resume_compatible(STORED, {**STORED, "optimizer": {**STORED["optimizer"], "lr": 1.0}},
-                            "x.ckpt")
+    check_resume_compatible(
+        STORED, {**STORED, "optimizer": {**STORED["optimizer"], "lr": 1.0}}, "x.ckpt"
+    )

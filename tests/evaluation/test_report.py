@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from octseg.evaluation.report import PER_SCAN_COLUMNS
 from octseg.evaluation import (
     ScanPrediction,
     evaluate_label_maps,
@@ -18,7 +17,7 @@ from octseg.evaluation import (
     read_report,
     volume_id_from_name,
 )
-
+from octseg.evaluation.report import PER_SCAN_COLUMNS
 from tests.metrics.metric_cases import ANATOMY, CLASS_NAMES, NUM_CLASSES, layered_map
 
 SPACING = [3.87, 11.3]

@@ -11,12 +11,11 @@ import hydra
 import pytest
 import torch
 
-from octseg.metrics.suite import MetricSuite
-from octseg.modules.seg_module import SegModule
-from octseg.training import train
 from octseg.data.base import InMemorySegDataset, PadCollate
+from octseg.metrics.suite import MetricSuite
 from octseg.models.base import SegOutput
-from octseg.modules.seg_module import forward_by_size
+from octseg.modules.seg_module import SegModule, forward_by_size
+from octseg.training import train
 from tests.conftest import DUKE_EXPORT, requires_duke
 
 

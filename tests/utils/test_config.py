@@ -30,7 +30,7 @@ def test_without_octseg_root_the_source_checkout_is_used(monkeypatch) -> None:
     assert repo_root() == checkout
     assert config_dir() == checkout / "conf"
     assert (config_dir() / "train.yaml").is_file()
-    # ${paths.root_dir} reads OCTSEG_ROOT (falling back to "."), which compose fills in.
+    # ${paths.root_dir} is the same root (the ${repo_root:} resolver).
     assert OmegaConf.select(compose("train"), "paths.root_dir") == str(checkout)
 
 

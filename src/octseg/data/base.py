@@ -174,7 +174,7 @@ class InMemorySegDataset(Dataset):
                 "images, masks, case_ids, volume_ids, bscan_indices (and spacing_um) must have "
                 f"equal lengths, got {lengths}."
             )
-        for img, msk, cid in zip(images, masks, case_ids):
+        for img, msk, cid in zip(images, masks, case_ids, strict=False):
             if msk is not None and img.shape[:2] != msk.shape[:2]:
                 raise ValueError(
                     f"Scan {cid!r}: image is {img.shape[:2]} but mask is {msk.shape[:2]}; "
@@ -193,7 +193,9 @@ class InMemorySegDataset(Dataset):
         self.spacing_um = None
         if spacing_um is not None:
             rows = [[float(v) for v in s] for s in spacing_um]
-            self.spacing_um = torch.tensor(rows, dtype=torch.float32) if rows else torch.empty(0, 3)
+            self.spacing_um = (
+                torch.tensor(rows, dtype=torch.float32) if rows else torch.empty(0, 3)
+            )
             if self.spacing_um.dim() != 2 or self.spacing_um.shape[1] != 3:
                 raise ValueError(
                     f"spacing_um must hold (axial, lateral, bscan) per scan, got shape "
@@ -265,7 +267,7 @@ def dataset_from_records(
     if default_spacing_um is not None:
         default = _spacing_triple(default_spacing_um, "dataset.datamodule.spacing_um")
     spacings = [r.spacing_um if r.spacing_um is not None else default for r in records]
-    unknown = [r.case_id for r, s in zip(records, spacings) if s is None]
+    unknown = [r.case_id for r, s in zip(records, spacings, strict=False) if s is None]
     if unknown and len(unknown) != len(records):
         raise ValueError(
             f"Scans {unknown[:5]} have no spacing while others do; set "

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from octseg.utils.config import repo_root
+
 __all__ = ["PARTS", "UNITS", "default_split_dir", "load_split", "partition"]
 
 PARTS = ("train", "val", "test")
@@ -24,8 +26,8 @@ UNITS = ("subject", "volume")
 
 
 def default_split_dir(dataset: str) -> Path:
-    """``<repo>/splits/<dataset>`` of the source checkout this package is installed from."""
-    return Path(__file__).resolve().parents[3] / "splits" / dataset
+    """``<repo>/splits/<dataset>`` (:func:`octseg.utils.config.repo_root`)."""
+    return repo_root() / "splits" / dataset
 
 
 def load_split(

@@ -28,9 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from torch.utils.data import Dataset
-
 import numpy as np
+from torch.utils.data import Dataset
 
 from octseg.data.base import BScanRecord, SegDataModule
 from octseg.data.synthetic_anatomy import (

@@ -194,7 +194,7 @@ def layout_surfaces(
     placed = []
     fluid_px = np.zeros_like(layer_px)  # cyst rows already stacked in each layer
     free = layer_px.copy()  # non-fluid rows of each layer
-    for cyst, px in zip(cysts, height_px):
+    for cyst, px in zip(cysts, height_px, strict=False):
         free[cyst.host - 1] -= px
     for i in np.argsort([c.rel_depth for c in cysts], kind="stable"):
         k = cysts[i].host - 1

@@ -33,8 +33,17 @@ RESUME_ALLOW_KEY = "resume_allow_changes"
 
 # Overrides that describe one invocation, not the run: never carried into a resumed or evaluated
 # composition.
-_INVOCATION_KEYS = {"ckpt_path", RESUME_ALLOW_KEY, "pred_dir", "gt_dir", "num_classes",
-                    "spacing_um", "save_predictions", "task_name", "run_name"}  # fmt: skip
+_INVOCATION_KEYS = {
+    "ckpt_path",
+    RESUME_ALLOW_KEY,
+    "pred_dir",
+    "gt_dir",
+    "num_classes",
+    "spacing_um",
+    "save_predictions",
+    "task_name",
+    "run_name",
+}
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -110,12 +110,21 @@ def evaluate_checkpoint(cfg: DictConfig) -> EvaluationResult:
     model = hydra.utils.instantiate(run_cfg.model)
     model.load_state_dict(ckpt["state_dict"])
     model.to(cfg.get("device") or "cpu")
-    info = {"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "run_name": run_cfg.get("run_name"),
-            "global_step": ckpt.get("global_step"), "epoch": ckpt.get("epoch")}  # fmt: skip
-    return evaluate_module(model, datamodule, run_cfg.metrics, cfg.paths.output_dir,
-                           precision=cfg.get("precision"),
-                           save_predictions=bool(cfg.get("save_predictions")),
-                           run_info=info)  # fmt: skip
+    info = {
+        "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
+        "run_name": run_cfg.get("run_name"),
+        "global_step": ckpt.get("global_step"),
+        "epoch": ckpt.get("epoch"),
+    }
+    return evaluate_module(
+        model,
+        datamodule,
+        run_cfg.metrics,
+        cfg.paths.output_dir,
+        precision=cfg.get("precision"),
+        save_predictions=bool(cfg.get("save_predictions")),
+        run_info=info,
+    )
 
 
 def _folder_suite(cfg: DictConfig) -> dict[str, Any]:
@@ -143,13 +152,17 @@ def _folder_suite(cfg: DictConfig) -> dict[str, Any]:
             )
         wanted = OmegaConf.select(cfg, "metrics.families", default=None) or []
         families = [f for f in default_families(None, False) if not wanted or f in wanted]
-        suite = {"num_classes": int(cfg.num_classes), "families": families,
-                 "ignore_index": int(cfg.get("ignore_index", 255))}  # fmt: skip
+        suite = {
+            "num_classes": int(cfg.num_classes),
+            "families": families,
+            "ignore_index": int(cfg.get("ignore_index", 255)),
+        }
     if cfg.get("spacing_um") is not None:
         spacing = [float(v) for v in cfg.spacing_um]
         if len(spacing) != 2 or min(spacing) <= 0:
             raise ValueError(
-                f"spacing_um must be [axial_um, lateral_um] (positive), got {list(cfg.spacing_um)}."
+                f"spacing_um must be [axial_um, lateral_um] (positive), got "
+                f"{list(cfg.spacing_um)}."
             )
         suite["spacing_um"] = spacing
     return suite
@@ -160,13 +173,19 @@ def evaluate_folders(cfg: DictConfig) -> EvaluationResult:
     against the test split of ``dataset=...`` when ``gt_dir`` is not given."""
     suite = _folder_suite(cfg)
     if cfg.get("gt_dir"):
-        scans = load_prediction_folders(cfg.pred_dir, cfg.gt_dir, int(suite["num_classes"]),
-                                        ignore_index=suite.get("ignore_index"))  # fmt: skip
+        scans = load_prediction_folders(
+            cfg.pred_dir,
+            cfg.gt_dir,
+            int(suite["num_classes"]),
+            ignore_index=suite.get("ignore_index"),
+        )
     elif cfg.get("dataset") is not None:
         scans = _predictions_against_test_split(cfg, int(suite["num_classes"]))
     else:
-        raise ValueError("eval.py pred_dir=... needs gt_dir=<reference folder> or "
-                         "dataset=<name> (its test split is the reference).")  # fmt: skip
+        raise ValueError(
+            "eval.py pred_dir=... needs gt_dir=<reference folder> or "
+            "dataset=<name> (its test split is the reference)."
+        )
     result = evaluate_label_maps(scans, **suite)
     result.run = {"pred_dir": str(Path(cfg.pred_dir).resolve())}
     _finish(result, cfg.paths.output_dir, "test")
@@ -180,7 +199,7 @@ def _predictions_against_test_split(cfg: DictConfig, num_classes: int) -> list[S
     test = datamodule.datasets["test"]
     pred_dir = Path(cfg.pred_dir)
     scans = []
-    for case_id, volume_id, mask in zip(test.case_ids, test.volume_ids, test.masks):
+    for case_id, volume_id, mask in zip(test.case_ids, test.volume_ids, test.masks, strict=False):
         candidates = [pred_dir / f"{case_id}{ext}" for ext in (".png", ".npy")]
         found = [c for c in candidates if c.is_file()]
         if not found:
@@ -191,8 +210,10 @@ def _predictions_against_test_split(cfg: DictConfig, num_classes: int) -> list[S
             )
         pred = read_label_map(found[0])
         if pred.shape != mask.shape:
-            raise ValueError(f"{found[0]}: prediction is {pred.shape} but the reference of "
-                             f"{case_id!r} is {mask.shape}; predict at the scan's original size.")
+            raise ValueError(
+                f"{found[0]}: prediction is {pred.shape} but the reference of "
+                f"{case_id!r} is {mask.shape}; predict at the scan's original size."
+            )
         check_label_range(pred, num_classes, found[0])
         scans.append(ScanPrediction(case_id, volume_id, pred, np.asarray(mask)))
     return scans

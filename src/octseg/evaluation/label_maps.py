@@ -71,7 +71,9 @@ def _load_array(path: Path) -> np.ndarray:
     except ValueError as err:
         if str(path) in str(err):
             raise
-        raise ValueError(f"{path} could not be read as a label map ({err}); re-export it.") from err
+        raise ValueError(
+            f"{path} could not be read as a label map ({err}); re-export it."
+        ) from err
     except (OSError, EOFError, zipfile.BadZipFile) as err:  # truncated or not that format at all
         raise ValueError(
             f"{path} could not be read as a label map ({type(err).__name__}: {err}); the file is "

@@ -11,7 +11,7 @@ are the same files in the same format:
        "dataset": {key: value},            # flat MetricSuite keys: dice, dice/RNFL, mad_um, ...
        "volumes": {volume_id: {key: value}},
        "settings": {...},                   # families, classes, spacing, number of scans
-       "run": {...}}                        # optional: run name, checkpoint, split, training values
+       "run": {...}}                        # optional: run name, checkpoint, training values
 
 * ``per_scan.csv``: ``scan, class, dice, iou, precision, recall, specificity, accuracy, hd_um,
   hd95_um, assd_um, class_name``, one row per (scan, class);
@@ -77,8 +77,16 @@ BOUNDARY_COLUMNS = ["scan", "surface", "mad_um", "bias_um", "rmse_um", "max_um",
 THICKNESS_COLUMNS = ["scan", "layer", "mean_abs_err_um", "layer_name"]
 
 # Columns of the printed tables, in order; the full set is in metrics.json.
-CLASS_COLUMNS = ("dice", "iou", "precision", "recall", "hd95_um", "assd_um", "thickness_mae_um",
-                 "auroc")  # fmt: skip
+CLASS_COLUMNS = (
+    "dice",
+    "iou",
+    "precision",
+    "recall",
+    "hd95_um",
+    "assd_um",
+    "thickness_mae_um",
+    "auroc",
+)
 SURFACE_COLUMNS = ("mad_um", "bias_um", "rmse_um", "max_um")
 
 
@@ -111,9 +119,12 @@ def _fmt(value: float | None) -> str:
 
 
 def _table(
-    metrics: Mapping[str, float], rows: Sequence[str], columns: Sequence[str], title: str,
+    metrics: Mapping[str, float],
+    rows: Sequence[str],
+    columns: Sequence[str],
+    title: str,
     mean_label: str,
-) -> Table | None:  # fmt: skip
+) -> Table | None:
     present = [c for c in columns if any(f"{c}/{r}" in metrics for r in rows)]
     if not present:
         return None
@@ -140,11 +151,17 @@ def format_report(
     summaries. ``metrics`` holds flat suite keys (``dice``, ``dice/<class>``, ...)."""
     buffer = io.StringIO()
     console = Console(width=160, file=buffer)
-    table = _table(metrics, class_names, CLASS_COLUMNS, f"{title} metrics per class",
-                   "mean (foreground)")  # fmt: skip
+    table = _table(
+        metrics, class_names, CLASS_COLUMNS, f"{title} metrics per class", "mean (foreground)"
+    )
     console.print(table if table is not None else f"{title}: no per-class metrics")
-    surfaces = _table(metrics, surface_names, SURFACE_COLUMNS,
-                      f"{title} boundary errors per surface (um)", "mean")  # fmt: skip
+    surfaces = _table(
+        metrics,
+        surface_names,
+        SURFACE_COLUMNS,
+        f"{title} boundary errors per surface (um)",
+        "mean",
+    )
     if surfaces is not None:
         console.print(surfaces)
     scalars = {k: v for k, v in metrics.items() if "/" not in k}

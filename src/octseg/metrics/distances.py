@@ -35,8 +35,8 @@ from octseg.metrics._base import (
     BatchContext,
     MetricFamily,
     SuiteSpec,
-    nanmean0,
     named,
+    nanmean0,
     register_family,
     volume_mean,
 )
@@ -92,7 +92,8 @@ def _group_points(labels: np.ndarray, edges: np.ndarray) -> dict[int, np.ndarray
     uniq, starts = np.unique(labs, return_index=True)
     ends = np.append(starts[1:], len(labs))
     return {
-        int(u): np.stack([rows[s:e], cols[s:e]], axis=1) for u, s, e in zip(uniq, starts, ends)
+        int(u): np.stack([rows[s:e], cols[s:e]], axis=1)
+        for u, s, e in zip(uniq, starts, ends, strict=False)
     }
 
 

@@ -23,8 +23,8 @@ import torch
 from octseg.metrics._base import (
     BatchContext,
     MetricFamily,
-    nanmean0,
     named,
+    nanmean0,
     register_family,
     safe_div,
     volume_sum,
@@ -147,7 +147,11 @@ def confusion_counts(
     conf = bins[:, shift : shift + k]  # [B, true, pred]
     extra = torch.cat([bins[:, :shift], bins[:, shift + k :]], dim=1).sum(dim=(0, 2))
     labels_extra = [v - shift for v in range(rows) if v < shift or v >= shift + k]
-    bad = [lab for lab, n in zip(labels_extra, extra.tolist()) if n and lab != ignore_index]
+    bad = [
+        lab
+        for lab, n in zip(labels_extra, extra.tolist(), strict=False)
+        if n and lab != ignore_index
+    ]
     if bad:
         raise ValueError(
             f"target labels must lie in [0, {k}) or equal ignore_index={ignore_index}, got "

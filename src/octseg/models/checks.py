@@ -11,7 +11,9 @@ from octseg.models.wrappers import PadToDivisor
 __all__ = ["check_model_dataset"]
 
 
-def check_model_dataset(net: nn.Module, in_channels: int, num_classes: int, model_name: str = "model") -> None:
+def check_model_dataset(
+    net: nn.Module, in_channels: int, num_classes: int, model_name: str = "model"
+) -> None:
     """Runs one tiny forward pass to verify that the network takes the dataset's channels and
     predicts the dataset's classes, before any training time is spent.
 

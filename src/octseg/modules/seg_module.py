@@ -144,9 +144,12 @@ class SegModule(pl.LightningModule):
         """Checks that the network takes the dataset's channels and predicts its classes before
         any time is spent (the entry points know nothing of networks)."""
         if self.hparams.in_channels is not None and self.hparams.num_classes is not None:
-            check_model_dataset(self.net, int(self.hparams.in_channels),
-                                int(self.hparams.num_classes),
-                                model_name=f"model.net <{type(self.net.net).__name__}>")  # fmt: skip
+            check_model_dataset(
+                self.net,
+                int(self.hparams.in_channels),
+                int(self.hparams.num_classes),
+                model_name=f"model.net <{type(self.net.net).__name__}>",
+            )
 
     # ------------------------------------------------------------------ forward and steps
     def forward(self, image: torch.Tensor) -> SegOutput:
@@ -168,24 +171,38 @@ class SegModule(pl.LightningModule):
 
     def _log_losses(self, stage: str, losses: Mapping[str, torch.Tensor], batch_size: int) -> None:
         on_step = stage == "train"
-        self.log(f"{stage}/loss", losses["loss"], on_step=on_step, on_epoch=True,
-                 prog_bar=True, batch_size=batch_size, sync_dist=not on_step)
+        self.log(
+            f"{stage}/loss",
+            losses["loss"],
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch_size,
+            sync_dist=not on_step,
+        )
         terms = {f"{stage}/loss/{k}": v.detach() for k, v in losses.items() if k != "loss"}
         if len(terms) > 1:
-            self.log_dict(terms, on_step=False, on_epoch=True, batch_size=batch_size,
-                          sync_dist=True)
+            self.log_dict(
+                terms, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True
+            )
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         _, losses = self.model_step(batch)
         self._log_losses("train", losses, batch["image"].shape[0])
         return losses["loss"]
 
-    def _eval_step(self, stage: str, batch: Mapping[str, Any], metrics: nn.Module | None) -> SegOutput:
+    def _eval_step(
+        self, stage: str, batch: Mapping[str, Any], metrics: nn.Module | None
+    ) -> SegOutput:
         output, losses = self.model_step(batch)
         self._log_losses(stage, losses, batch["image"].shape[0])
         if metrics is not None:
-            metrics.update(output.logits.detach(), batch["mask"], batch.get("volume_index"),
-                           spacing_um=batch.get("spacing_um"))
+            metrics.update(
+                output.logits.detach(),
+                batch["mask"],
+                batch.get("volume_index"),
+                spacing_um=batch.get("spacing_um"),
+            )
         return output
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
@@ -215,19 +232,25 @@ class SegModule(pl.LightningModule):
         labels = probs.argmax(dim=1)
         results = []
         for i, (h, w) in enumerate(batch["orig_hw"].tolist()):
-            results.append({
-                "case_id": batch["case_id"][i],
-                "volume_id": batch["volume_id"][i],
-                "pred": labels[i, :h, :w].cpu(),
-                "probs": probs[i, :, :h, :w].cpu(),
-                "target": batch["mask"][i, :h, :w].cpu() if "mask" in batch else None,
-                "spacing_um": batch["spacing_um"][i].tolist() if "spacing_um" in batch else None,
-            })
+            results.append(
+                {
+                    "case_id": batch["case_id"][i],
+                    "volume_id": batch["volume_id"][i],
+                    "pred": labels[i, :h, :w].cpu(),
+                    "probs": probs[i, :, :h, :w].cpu(),
+                    "target": batch["mask"][i, :h, :w].cpu() if "mask" in batch else None,
+                    "spacing_um": batch["spacing_um"][i].tolist()
+                    if "spacing_um" in batch
+                    else None,
+                }
+            )
         return results
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        optimizer = self.optimizer_factory(
+            params=[p for p in self.parameters() if p.requires_grad]
+        )
         if not self.scheduler_cfg:
             return optimizer
         scheduler = {

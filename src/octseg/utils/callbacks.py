@@ -15,9 +15,21 @@ __all__ = ["StoreRunConfig", "LogPredictionOverlays", "LastCheckpointOnException
 # Fixed colours per label (0 is transparent): layers, choroid, fluid.
 _PALETTE = np.array(
     [
-        [0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
-        [245, 130, 48], [145, 30, 180], [70, 240, 240], [128, 128, 128], [250, 20, 250],
-        [210, 245, 60], [0, 128, 128], [170, 110, 40], [128, 0, 0], [170, 255, 195],
+        [0, 0, 0],
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [128, 128, 128],
+        [250, 20, 250],
+        [210, 245, 60],
+        [0, 128, 128],
+        [170, 110, 40],
+        [128, 0, 0],
+        [170, 255, 195],
     ],
     dtype=np.float32,
 )
@@ -87,20 +99,31 @@ class LogPredictionOverlays(pl.Callback):
         images = batch["image"][: self.max_images, 0].float().cpu().numpy()
         masks = batch["mask"][: self.max_images].cpu().numpy()
         panels = []
-        for img, gt, pr, (h, w) in zip(images, masks, pred, batch["orig_hw"].tolist()):
+        for img, gt, pr, (h, w) in zip(
+            images, masks, pred, batch["orig_hw"].tolist(), strict=False
+        ):
             gt = np.where(gt == getattr(trainer.datamodule, "ignore_index", 255), 0, gt)
-            row = [label_overlay(img, np.zeros_like(gt)), label_overlay(img, gt), label_overlay(img, pr)]
+            row = [
+                label_overlay(img, np.zeros_like(gt)),
+                label_overlay(img, gt),
+                label_overlay(img, pr),
+            ]
             panels.append(np.concatenate([p[:h, :w] for p in row], axis=1))
         captions = [f"{cid}: image | ground truth | prediction" for cid in batch["case_id"]]
         for logger in trainer.loggers:
             name = type(logger).__name__
             if name == "WandbLogger":
-                logger.log_image(key="val/overlays", images=panels, caption=captions[: len(panels)],
-                                 step=trainer.global_step)
+                logger.log_image(
+                    key="val/overlays",
+                    images=panels,
+                    caption=captions[: len(panels)],
+                    step=trainer.global_step,
+                )
             elif name == "TensorBoardLogger":
                 for i, panel in enumerate(panels):
-                    logger.experiment.add_image(f"val/overlay_{i}", panel, trainer.global_step,
-                                                dataformats="HWC")
+                    logger.experiment.add_image(
+                        f"val/overlay_{i}", panel, trainer.global_step, dataformats="HWC"
+                    )
 
 
 class LastCheckpointOnException(pl.Callback):

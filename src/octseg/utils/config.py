@@ -78,7 +78,7 @@ def compose(
 
     Works inside or outside a running Hydra application: a Hydra instance that was already
     initialised (e.g. by ``@hydra.main``) is restored afterwards. ``${paths.root_dir}`` resolves
-    to :func:`repo_root` unless ``OCTSEG_ROOT`` is set already (as ``train.py`` does).
+    to :func:`repo_root`.
 
     Args:
         config_name: the root config, ``"train"`` or ``"eval"``.
@@ -95,7 +95,6 @@ def compose(
         FileNotFoundError: from :func:`repo_root` when ``conf/`` is not found.
     """
     root = repo_root()
-    os.environ.setdefault(ROOT_ENV, str(root))
     register_resolvers()
     with _fresh_hydra(root / "conf"):
         cfg = hydra_compose(

@@ -29,8 +29,13 @@ def inverse_sqrt_weights(frequencies: Sequence[float]) -> list[float]:
 
 
 def register_resolvers() -> None:
-    """Registers ``${inv_sqrt:list}`` and ``${pid:}`` (this process's id, which makes run folder
+    """Registers ``${inv_sqrt:list}``, ``${repo_root:}`` (:func:`octseg.utils.config.repo_root`)
+    and ``${pid:}`` (this process's id, which makes run folder
     names unique among runs started in the same second); safe to call more than once."""
+    if not OmegaConf.has_resolver("repo_root"):
+        from octseg.utils.config import repo_root
+
+        OmegaConf.register_new_resolver("repo_root", lambda: str(repo_root()), use_cache=True)
     if not OmegaConf.has_resolver("pid"):
         OmegaConf.register_new_resolver("pid", lambda: os.getpid(), use_cache=True)
     if not OmegaConf.has_resolver("inv_sqrt"):

@@ -37,7 +37,9 @@ def claim_run_folder(output_dir: str | Path, resuming: bool = False) -> Path:
     if resuming:
         marker.write_text(owner)
         return marker
-    leftovers = [n for n in ("checkpoints", "metrics.json", "config.yaml") if (folder / n).exists()]
+    leftovers = [
+        n for n in ("checkpoints", "metrics.json", "config.yaml") if (folder / n).exists()
+    ]
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:

@@ -34,7 +34,9 @@ def pad_bottom_right(
     if pad_h < 0 or pad_w < 0:
         raise ValueError(f"Padding must be >= 0, got pad_h={pad_h}, pad_w={pad_w}.")
     if mode not in ("reflect", "replicate", "constant"):
-        raise ValueError(f"Unknown padding mode {mode!r}; expected reflect, replicate or constant.")
+        raise ValueError(
+            f"Unknown padding mode {mode!r}; expected reflect, replicate or constant."
+        )
     if pad_h == 0 and pad_w == 0:
         return x
     if mode == "constant":
