@@ -89,8 +89,8 @@ def detect_layout(data_dir: str | Path) -> str:
             raise ValueError(
                 f"{marker} names format {meta.get('format')!r} version "
                 f"{meta.get('format_version')!r}, but this OCTSeg reads {PREPARED_FORMAT!r} "
-                f"version {PREPARED_FORMAT_VERSION}; re-run scripts/prepare_duke.py <release> {data_dir} "
-                "--overwrite."
+                f"version {PREPARED_FORMAT_VERSION}; re-run scripts/prepare_duke.py <release> "
+                f"{data_dir} --overwrite."
             )
         layout = "prepared"
     else:

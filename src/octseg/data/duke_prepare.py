@@ -15,10 +15,10 @@ the same naming as the widely used PNG export, so both layouts are read by the s
 Label convention (that of the Y-Net style export): in each column, with ``b_k`` the row value of
 boundary ``k`` (k = 0 ILM .. 7 RPE-BM) truncated to an integer, region ``k`` covers rows
 ``[b_{k-1}, b_k)`` (``b_{-1} = 0``, ``b_8 = H``): label 0 vitreous above the ILM, 1 RNFL,
-2 GCL+IPL, 3 INL, 4 OPL, 5 ONL+ISM, 6 ISE, 7 OS+RPE, 8 below the RPE. A boundary left NaN inside
-a traced column, or one that crosses the boundary above it, is raised to the boundary above (a layer of
-zero thickness), as the export does. Grader fluid (non-zero ``manualFluidG``) is painted over the
-layers as label 9. Columns the grader did not trace get ``ignore_index``.
+2 GCL+IPL, 3 INL, 4 OPL, 5 ONL+ISM, 6 ISE, 7 OS+RPE, 8 below the RPE. A boundary left NaN
+inside a traced column, or one that crosses the boundary above it, is raised to the boundary
+above (a layer of zero thickness), as the export does. Grader fluid (non-zero ``manualFluidG``)
+is painted over the layers as label 9. Columns the grader did not trace get ``ignore_index``.
 """
 
 from __future__ import annotations
