@@ -175,7 +175,7 @@ def _test(
             return None
         if best is not None:
             model.load_state_dict(load_checkpoint(best)["state_dict"])
-        return evaluate_module(
+        result = evaluate_module(
             model,
             datamodule,
             cfg.metrics,
@@ -183,6 +183,12 @@ def _test(
             precision=cfg.trainer.get("precision"),
             run_info=run_info,
         )
+        # The loggers (W&B summary, CSV) get the same test values as metrics.json.
+        test_values = {f"test/{k}": v for k, v in result.dataset.items()}
+        for logger in trainer.loggers:
+            logger.log_metrics(test_values, step=trainer.global_step)
+            logger.save()
+        return result
     trainer.test(
         model=model, datamodule=datamodule, ckpt_path=best, weights_only=False, verbose=False
     )

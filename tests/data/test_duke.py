@@ -16,8 +16,7 @@ from octseg.data.duke_prepare import MARKER_NAME, prepare_duke
 from octseg.data.splits import load_split
 from octseg.data.transforms import build_augmentation
 from tests.conftest import DUKE_EXPORT
-
-from duke_fixtures import H, write_release
+from tests.data.duke_fixtures import H, write_release
 
 REPO = Path(__file__).resolve().parents[2]
 SPLIT_DIR = REPO / "splits" / "duke"

@@ -11,8 +11,7 @@ import pytest
 from PIL import Image
 
 from octseg.data.duke_prepare import MARKER_NAME, prepare_duke, rasterise_bscan
-
-from duke_fixtures import (
+from tests.data.duke_fixtures import (
     BASE_ROWS,
     COLS,
     CROSS_AT,

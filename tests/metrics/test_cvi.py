@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from octseg.metrics.suite import MetricSuite
-
-from metric_cases import make_suite
+from tests.metrics.metric_cases import make_suite
 
 
 def test_cvi_on_hand_built_choroid() -> None:

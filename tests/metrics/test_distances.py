@@ -11,8 +11,7 @@ import torch
 from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 
 from octseg.metrics.distances import compute_surface_distances, label_boundaries
-
-from metric_cases import layered_map, make_suite
+from tests.metrics.metric_cases import layered_map, make_suite
 
 
 def _monai(pred: np.ndarray, target: np.ndarray, k: int, spacing) -> np.ndarray:

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from octseg.metrics.suite import MetricSuite
-
-from metric_cases import layered_map, make_suite
+from tests.metrics.metric_cases import layered_map, make_suite
 
 
 def _suite(families, **kw) -> MetricSuite:

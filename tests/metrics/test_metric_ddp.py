@@ -11,8 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from octseg.metrics.suite import MetricSuite
-
-from metric_cases import NUM_CLASSES, layered_map, make_suite
+from tests.metrics.metric_cases import NUM_CLASSES, layered_map, make_suite
 
 FAMILIES = ["overlap", "boundary", "thickness", "topology", "distance", "probabilistic", "fluid"]
 

@@ -9,8 +9,7 @@ import torch
 from monai.metrics import compute_dice
 
 from octseg.metrics.suite import MetricSuite
-
-from metric_cases import CLASS_NAMES, NUM_CLASSES, layered_map, make_suite
+from tests.metrics.metric_cases import CLASS_NAMES, NUM_CLASSES, layered_map, make_suite
 
 
 def _suite(families=("overlap", "boundary"), **kwargs) -> MetricSuite:

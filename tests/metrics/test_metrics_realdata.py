@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from octseg.metrics.distances import compute_surface_distances
-
-from metric_cases import make_suite
+from tests.metrics.metric_cases import make_suite
 
 DUKE = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "duke_dme"
 ANATOMY = {

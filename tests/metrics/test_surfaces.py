@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from octseg.metrics.surfaces import label_ranks
-
-from metric_cases import layered_map, make_suite
+from tests.metrics.metric_cases import layered_map, make_suite
 
 
 def test_fluid_remap_uses_nearest_layer_in_the_column() -> None:

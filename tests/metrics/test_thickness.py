@@ -7,8 +7,7 @@ import torch
 
 from octseg.metrics.surfaces import extract_surfaces
 from octseg.metrics.thickness import layer_thickness, thickness_profiles
-
-from metric_cases import ANATOMY, layered_map, make_suite
+from tests.metrics.metric_cases import ANATOMY, layered_map, make_suite
 
 
 def _thinner_inl() -> tuple[torch.Tensor, torch.Tensor]:

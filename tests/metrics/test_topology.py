@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from metric_cases import layered_map, make_suite
+from tests.metrics.metric_cases import layered_map, make_suite
 
 
 def test_topology_flags_out_of_order_columns() -> None:

@@ -11,8 +11,7 @@ import torch.nn.functional as F
 
 from octseg.models.base import SegOutput, as_seg_output
 from octseg.models.wrappers import PadToDivisor
-
-from model_configs_helper import build_net, model_config_names
+from tests.models.model_configs_helper import build_net, model_config_names
 
 NAMES = model_config_names()
 # The paper methods run the full-size shape check and the overfit check in the fast suite; the

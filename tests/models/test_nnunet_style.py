@@ -7,8 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from octseg.models.nnunet_style import NnUNetStyleDynUNet, plan_2d
-
-from model_configs_helper import MODEL_CONF_DIR
+from tests.models.model_configs_helper import MODEL_CONF_DIR
 
 
 def test_plan_for_duke_bscans() -> None:
