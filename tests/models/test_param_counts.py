@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from octseg.models.lightreseg import LightReSeg
 from octseg.models.relaynet import ReLayNet
 from octseg.models.unet import UNet
+from octseg.models.watnet import WATNet
 from octseg.models.ynet import YNet
 
 
@@ -27,8 +29,13 @@ def _count(net: torch.nn.Module) -> int:
         (lambda: YNet(in_channels=1, num_classes=9, ffc=True, skip_ffc=True), 7_413_801),
         # ai-med/relaynet_pytorch ReLayNet, 10 classes: 1,537 + 3 x 86,209 + 3 x 172,225 + 650.
         (lambda: ReLayNet(in_channels=1, num_classes=10), 777_489),
+        # Medical-Image-Analysis/LightReSeg LightReSeg(1, 9) with its ReLU+BN head: 3,306,955.
+        (lambda: LightReSeg(in_channels=1, num_classes=9, head="official"), 3_306_955),
+        # No official WATNet code: the seed WAT_SegNet_2022.WATNet (3 channels, 4 classes, encoder
+        # attention reused in the decoder): 26,704,964 (methods.md §3.9: 26.70 M).
+        (lambda: WATNet(in_channels=3, num_classes=4, share_attention=True), 26_704_964),
     ],
-    ids=["unet", "ynet_ffc", "ynet_noffc", "ynet_skip_ffc", "relaynet"],
+    ids=["unet", "ynet_ffc", "ynet_noffc", "ynet_skip_ffc", "relaynet", "lightreseg", "watnet"],
 )
 def test_official_parameter_counts(factory, expected: int) -> None:
     assert _count(factory()) == expected

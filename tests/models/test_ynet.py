@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hydra
 import pytest
 import torch
 
@@ -74,3 +75,12 @@ def test_fft_runs_in_float32_under_bf16_autocast() -> None:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(torch.randn(1, 1, 32, 48))
     assert torch.isfinite(out.float()).all()
+
+
+@pytest.mark.parametrize("experiment", ["ynet_duke", "ynet_noffc_duke"])
+def test_paper_recipes_use_the_official_merge(make_cfg, experiment: str) -> None:
+    """The paper's numbers come from upstream's interleaving merge; its recipes must use it."""
+    cfg = make_cfg(f"experiment={experiment}")
+    assert cfg.model.net.merge == "official_interleave"
+    net = hydra.utils.instantiate(cfg.model.net)
+    assert net.merge == "official_interleave"

@@ -9,17 +9,39 @@ section 2 ("loss function"), arXiv:1704.02161. The paper trains with
     w(x) = 1 + omega_1 * I(|grad l(x)| > 0) + omega_2 * I(l(x) in {retinal layers, fluid}),
 
 with omega_1 = 10, omega_2 = 5, lambda_1 = 1, lambda_2 = 0.5 (lambda_3 = 1e-4 is weight decay).
-Provenance of the numbers: the form of ``w`` and the loss are the paper's; the values are those
-recorded in OCTSeg's methods catalogue from the paper, which could not be re-read from the paper
-text while writing this (see ``docs/models.md``). The official releases store ``w`` as a second
-label channel (values not in the code) and weigh log loss and Dice 1 : 1 (MatConvNet
-``ReLayNet.m``: ``LossSemantic('weights', 1)``, ``LossDice('weights', 1)``); set
-``loss.weights.dice=1.0`` for that. The official code
-precomputes ``w`` in the data pipeline and stores it next to the labels; here it is computed
-on the fly from the (already augmented) mask inside the term, which is the same map and stays
-correct under geometric augmentation. The log loss is normalised by the number of annotated
-pixels, as both official releases do (MatConvNet ``vl_nnlossSemantic``: sum / n; PyTorch:
-``mean(nll * w)``), not by the sum of weights.
+
+Provenance of the constants. The form of ``w`` and of the joint loss are the paper's. The values
+are those of OCTSeg's methods catalogue, corroborated by an independent TensorFlow
+re-implementation, ``skyfu1022/ReLayNet-tensorflow``: ``configs/relaynet.json`` sets ``w1 = 10``,
+``w2 = 5``, ``alpha = 1``, ``beta = 0.5`` (and the recipe: lr 0.1, momentum 0.95, weight decay
+1e-4, batch 8, 60 epochs, 496 x 64 slabs, 10 classes); its ``utils/ops.py`` builds
+``w = 1 + w1 * contour + w2 * [label not in {0, 8}]`` (0 = above the ILM, 8 = below the RPE, so
+the seven layers and fluid are boosted),
+a per-image, per-class Dice with squared denominators, and the total
+``alpha * weighted log loss + beta * Dice``.
+
+What the official releases do:
+
+* MatConvNet (``ai-med/ReLayNet``, ``ReLayNet.m``): ``LossSemantic('weights', 1)`` is a
+  *switch* that makes ``vl_nnlossSemantic`` use the second label channel (the precomputed ``w``,
+  values not in the code) as pixel weights; it is not a loss weight. ``LossDice('weights', 1)``
+  scales the Dice gradient by 1. The release leaves ``derOutputs`` at the trainer default
+  (``{'objective', 1}``, a name that matches neither loss layer), so it does not state the balance
+  it trained with. Even with both at 1 the balance is not 1 : 1 of two means: the log loss is
+  normalised by the number of labelled pixels of the batch, while ``vl_nnlossDice``'s backward
+  pass is the derivative of the *sum* of ``1 - Dice`` over classes and images (its forward
+  reports the mean), K x B times the gradient of a mean Dice.
+* PyTorch (``ai-med/relaynet_pytorch`` after its June 2018 "Bug Fixes" commit, the released
+  version): ``CrossEntropyLoss`` on logits reduced to the batch mean and *then* multiplied by
+  ``w`` and averaged, so ``w`` only rescales the loss by its mean instead of weighting pixels,
+  plus a Dice (weight 1) that exponentiates softmax probabilities.
+
+OCTSeg trains ``1.0 * weighted log loss + 0.5 * Dice`` of two means (paper, TensorFlow
+re-implementation); ``loss.weights.dice=1.0`` gives a plain 1 : 1. The official code precomputes
+``w`` in the data pipeline and stores it next to the labels; here it is computed on the fly from
+the (already augmented) mask inside the term, which is the same map and stays correct under
+geometric augmentation. The log loss is normalised by the number of annotated pixels, as the
+MatConvNet release does (``vl_nnlossSemantic``: sum / n), not by the sum of weights.
 
 Definition choices where the paper is not explicit:
 

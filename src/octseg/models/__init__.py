@@ -3,9 +3,12 @@
 * :mod:`octseg.models.unet` — U-Net baseline of the Y-Net code (``model=unet``).
 * :mod:`octseg.models.relaynet` — ReLayNet (``model=relaynet``).
 * :mod:`octseg.models.ynet` — Y-Net with FFC / without (``model=ynet``, ``model=ynet_noffc``).
+* :mod:`octseg.models.watnet` — WATNet, U-Net with wavelet channel attention (``model=watnet``).
+* :mod:`octseg.models.lightreseg` — LightReSeg (``model=lightreseg``).
 * :mod:`octseg.models.library` — MONAI and segmentation_models_pytorch baselines.
 * :mod:`octseg.models.nnunet_style` — nnU-Net-style DynUNet (``model=nnunet_style``).
-* :mod:`octseg.models.blocks` — shared building blocks (conv, FFC).
+* :mod:`octseg.models.blocks` — shared building blocks (conv, FFC, wavelet,
+  transformer).
 * :mod:`octseg.models.base`, :mod:`octseg.models.wrappers` — the output and input contracts.
 
 Submodules are imported on use (nothing registers itself as an import side effect).

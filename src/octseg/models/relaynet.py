@@ -14,8 +14,10 @@ official PyTorch structure (``tests/models/test_param_counts.py``).
 
 Deviations from the official code:
 
-* raw logits; the official PyTorch ``ClassifierBlock`` applies ``Softmax2d`` and its loss then
-  feeds these probabilities to ``NLLLoss`` (which expects log-probabilities);
+* raw logits. The MatConvNet release ends in a softmax layer feeding its losses. The released
+  PyTorch ``ClassifierBlock`` also returns logits: its ``Softmax2d`` is built but no longer
+  applied since the June 2018 "Bug Fixes" commit (before it, the softmax output went to
+  ``NLLLoss``, which expects log-probabilities);
 * PReLU as in the PyTorch release (one shared slope per block); the MatConvNet release and the
   paper's figure use ReLU, available as ``activation="relu"`` (7 parameters fewer);
 * the paper's loss lives in :class:`octseg.losses.relaynet.ReLayNetLoss`.

@@ -3,6 +3,10 @@
 * :mod:`octseg.models.blocks.conv` — plain convolution blocks of the U-Net family.
 * :mod:`octseg.models.blocks.ffc` — fast Fourier convolution (FFC) blocks (Y-Net, and later the
   EdgeAL/LaMa-style generators).
+* :mod:`octseg.models.blocks.wavelet` — fixed-kernel Haar DWT and wavelet channel attention
+  (WATNet).
+* :mod:`octseg.models.blocks.transformer` — pre-norm ViT encoder and size-adaptive grid position
+  embeddings (LightReSeg).
 """
 
 from __future__ import annotations
@@ -15,6 +19,12 @@ from octseg.models.blocks.ffc import (
     SpectralTransform,
     merge_local_global,
 )
+from octseg.models.blocks.transformer import (
+    GridPositionEmbedding,
+    MultiHeadSelfAttention,
+    TransformerEncoder,
+)
+from octseg.models.blocks.wavelet import SUBBANDS, HaarDWT, WaveletChannelAttention
 
 __all__ = [
     "DoubleConv",
@@ -24,4 +34,10 @@ __all__ = [
     "FourierUnit",
     "SpectralTransform",
     "merge_local_global",
+    "GridPositionEmbedding",
+    "MultiHeadSelfAttention",
+    "TransformerEncoder",
+    "SUBBANDS",
+    "HaarDWT",
+    "WaveletChannelAttention",
 ]

@@ -19,15 +19,20 @@ class DoubleConv(nn.Sequential):
 
     Args:
         in_channels: input channels.
-        out_channels: output channels of both convolutions.
+        out_channels: output channels of the second convolution.
+        mid_channels: output channels of the first convolution (default ``out_channels``;
+            WATNet uses ``out_channels // 2``).
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, mid_channels: int | None = None
+    ) -> None:
+        mid = mid_channels or out_channels
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
+            nn.Conv2d(in_channels, mid, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(mid),
             nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False),
+            nn.Conv2d(mid, out_channels, kernel_size=3, padding=1, bias=False),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
         )
@@ -42,14 +47,20 @@ class UpConcat(nn.Module):
         up_channels: channels after the transposed convolution.
         skip_channels: total channels of the skip tensors concatenated after the upsampled ones.
         out_channels: output channels.
+        mid_channels: inner width of the :class:`DoubleConv` (default ``out_channels``).
     """
 
     def __init__(
-        self, in_channels: int, up_channels: int, skip_channels: int, out_channels: int
+        self,
+        in_channels: int,
+        up_channels: int,
+        skip_channels: int,
+        out_channels: int,
+        mid_channels: int | None = None,
     ) -> None:
         super().__init__()
         self.up = nn.ConvTranspose2d(in_channels, up_channels, kernel_size=2, stride=2)
-        self.block = DoubleConv(up_channels + skip_channels, out_channels)
+        self.block = DoubleConv(up_channels + skip_channels, out_channels, mid_channels)
 
     def forward(self, x: torch.Tensor, *skips: torch.Tensor) -> torch.Tensor:
         """Upsamples ``x`` 2x, concatenates ``[up(x), *skips]`` on channels, convolves.
