@@ -166,8 +166,8 @@ class LocalGLCM(nn.Module):
     so that speckle outliers do not squeeze the range). For every offset (distance ``d`` along
     angle ``theta``: ``dy = -round(d sin theta)``, ``dx = round(d cos theta)``, as
     ``skimage.feature.graycomatrix``) each pixel pairs its level ``i`` with the level ``j`` of
-    the pixel at the offset (border pixels pair with the replicated border). The pairs of the
-    pixels inside a ``window x window`` box give the symmetric, normalised co-occurrence matrix
+    the pixel at the offset (pairs whose partner lies outside the image are left out, as in
+    skimage). The pairs of the pixels inside a ``window x window`` box give the symmetric, normalised co-occurrence matrix
     ``P`` of the box's centre, from which six statistics follow:
 
     * contrast ``sum P (i-j)^2 / (L-1)^2``, dissimilarity ``sum P |i-j| / (L-1)`` (both in [0, 1]);
@@ -178,8 +178,8 @@ class LocalGLCM(nn.Module):
 
     Windows are centred every ``stride`` pixels (the pixels of the image's ``stride`` grid) and
     the statistics are interpolated bilinearly to every other pixel; ``stride=1`` evaluates
-    every pixel's own window (exact, slower: the ``L^2``-bin histograms dominate). Only the
-    pixels inside the image count (windows at the border are smaller). Batched, any device.
+    every pixel's own window (exact, slower: the ``L^2``-bin histograms dominate). Windows at the
+    border hold fewer pairs. Batched, any device.
 
     Args:
         levels: grey levels ``L``.
@@ -250,7 +250,7 @@ class LocalGLCM(nn.Module):
         """
         bins = self.levels**2
         half = self.window // 2
-        # Pixels outside the image get an extra bin that is dropped.
+        # Pixels outside the image (and pairs left out) go to an extra bin that is dropped.
         padded = F.pad(codes.float(), (half, half, half, half), value=float(bins))
         b, (h, w) = codes.shape[0], grid
         windows = F.unfold(padded, self.window, stride=self.stride).long()  # [B, 2 w^2, h w]
@@ -262,18 +262,28 @@ class LocalGLCM(nn.Module):
         hist = counts.view(b, h, w, bins + 1)[..., :bins].permute(0, 3, 1, 2).float()
         return hist / hist.sum(dim=1, keepdim=True).clamp_min(1.0)
 
-    def _offset_features(self, i: torch.Tensor, j: torch.Tensor) -> list[torch.Tensor]:
+    def _offset_features(
+        self, i: torch.Tensor, j: torch.Tensor, valid: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """The six statistics at the window centres for pairs ``(i, j)``; pairs whose partner
+        lies outside the image (``valid`` 0) count nowhere, as in skimage."""
         levels = self.levels
+        share = self._mean(valid).clamp_min(1e-6)
+
+        def mean(t: torch.Tensor) -> torch.Tensor:
+            return self._mean(t * valid) / share
+
         diff = i - j
-        contrast = self._mean(diff**2) / (levels - 1) ** 2
-        dissimilarity = self._mean(diff.abs()) / (levels - 1)
-        homogeneity = self._mean(1.0 / (1.0 + diff**2))
+        contrast = mean(diff**2) / (levels - 1) ** 2
+        dissimilarity = mean(diff.abs()) / (levels - 1)
+        homogeneity = mean(1.0 / (1.0 + diff**2))
         # Symmetric matrix: every pair counts as (i, j) and (j, i).
-        mean = self._mean((i + j) / 2)
-        var = self._mean((i**2 + j**2) / 2) - mean**2
-        cov = self._mean(i * j) - mean**2
+        mu = mean((i + j) / 2)
+        var = mean((i**2 + j**2) / 2) - mu**2
+        cov = mean(i * j) - mu**2
         correlation = torch.where(var <= 1e-6, torch.ones_like(cov), cov / var.clamp_min(1e-6))
-        codes = torch.cat((i * levels + j, j * levels + i), dim=1).long()
+        codes = torch.cat((i * levels + j, j * levels + i), dim=1)
+        codes = torch.where(valid > 0, codes, torch.full_like(codes, levels**2)).long()
         p = self._histogram(codes, tuple(contrast.shape[-2:]))
         asm = (p**2).sum(dim=1, keepdim=True)
         entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(dim=1, keepdim=True)
@@ -285,11 +295,12 @@ class LocalGLCM(nn.Module):
         q = self.quantize(x)
         h, w = q.shape[-2:]
         reach = max(max(abs(dy), abs(dx)) for dy, dx in self.offsets)
-        padded = F.pad(q, (reach, reach, reach, reach), mode="replicate")
+        padded = F.pad(q, (reach, reach, reach, reach))
+        inside = F.pad(torch.ones_like(q[:1]), (reach, reach, reach, reach))
         feats = []
         for dy, dx in self.offsets:
-            j = padded[..., reach + dy : reach + dy + h, reach + dx : reach + dx + w]
-            feats.extend(self._offset_features(q, j))
+            rows, cols = slice(reach + dy, reach + dy + h), slice(reach + dx, reach + dx + w)
+            feats.extend(self._offset_features(q, padded[..., rows, cols], inside[..., rows, cols]))
         out = torch.cat(feats, dim=1)
         if self.stride > 1:
             out = _centres_to_pixels(out, self.stride, h, w)
