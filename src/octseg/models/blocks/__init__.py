@@ -3,11 +3,15 @@
 * :mod:`octseg.models.blocks.conv` — plain convolution blocks of the U-Net family.
 * :mod:`octseg.models.blocks.ffc` — fast Fourier convolution (FFC) blocks (Y-Net, and later the
   EdgeAL/LaMa-style generators).
+* :mod:`octseg.models.blocks.graph` — GloRe global graph reasoning unit (MGU-Net).
+* :mod:`octseg.models.blocks.texture` — fixed per-pixel Gabor, Haar-like and local GLCM features
+  (Masood 2024).
 """
 
 from __future__ import annotations
 
 from octseg.models.blocks.conv import DoubleConv, UpConcat
+from octseg.models.blocks.graph import GloReUnit, GraphConv
 from octseg.models.blocks.ffc import (
     FFC,
     FFCBNAct,
@@ -15,6 +19,7 @@ from octseg.models.blocks.ffc import (
     SpectralTransform,
     merge_local_global,
 )
+from octseg.models.blocks.texture import GaborBank, HaarBank, LocalGLCM
 
 __all__ = [
     "DoubleConv",
@@ -24,4 +29,9 @@ __all__ = [
     "FourierUnit",
     "SpectralTransform",
     "merge_local_global",
+    "GloReUnit",
+    "GraphConv",
+    "GaborBank",
+    "HaarBank",
+    "LocalGLCM",
 ]
