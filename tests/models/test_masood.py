@@ -106,6 +106,7 @@ def test_texture_buffers_follow_to_and_are_not_trainable() -> None:
     trainable = {n for n, _ in net.named_parameters()}
     assert not any(n.startswith("texture.") for n in trainable)
     assert all(n.startswith("texture.") for n, _ in net.named_buffers() if "kernel" in n)
+    assert not any("kernel" in k for k in net.state_dict())  # rebuilt from the settings
 
 
 def test_parameter_count() -> None:
@@ -157,3 +158,15 @@ def test_overfits_one_batch_with_both_classifiers_supervised() -> None:
         assert min(v[key] for v in losses[-5:]) < 0.7 * losses[0][key], key
     # The texture classifier is linear in fixed, intensity-free features: it learns, less.
     assert min(v["texture"] for v in losses[-5:]) < 0.9 * losses[0]["texture"]
+
+
+def test_experiment_config_supervises_both_classifiers(make_cfg) -> None:
+    import hydra
+
+    cfg = make_cfg("experiment=masood_duke", "dataset=synthetic_small", "augmentation=none")
+    module = hydra.utils.instantiate(cfg.model).train()
+    torch.manual_seed(0)
+    mask = torch.randint(0, 10, (2, 32, 40))
+    _, terms = module.model_step({"image": torch.randn(2, 1, 32, 40), "mask": mask})
+    assert set(terms) == {"loss", "combined", "cnn", "texture"}
+    torch.testing.assert_close(terms["loss"], terms["combined"] + terms["cnn"] + terms["texture"])

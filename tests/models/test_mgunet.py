@@ -40,8 +40,12 @@ def test_stage_structure() -> None:
     glore = [m for m in net.stage2.mgr.modules() if isinstance(m, GloReUnit)]
     assert [g.num_n for g in glore] == [128, 128, 64, 64]
     # The MGR branch convolutions and the decoder carry no BatchNorm (upstream).
-    decoder_bn = [m for m in net.stage2.decoders.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert not decoder_bn
+    def has_bn(module: torch.nn.Module) -> bool:
+        return any(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules())
+
+    assert not has_bn(net.stage2.decoders)
+    assert not any(has_bn(branch[0]) for branch in net.stage2.mgr.branches)
+    assert not has_bn(net.stage2.mgr.fuse) and has_bn(net.stage2.encoders)
 
 
 def test_glore_unit_shapes_and_graph_reasoning() -> None:
@@ -188,3 +192,17 @@ def test_overfits_one_batch_with_the_two_stage_loss() -> None:
     assert set(losses[0]) == {"loss", "fused", "stage1"}
     assert min(v["loss"] for v in losses[-5:]) < 0.7 * losses[0]["loss"]
     assert min(v["stage1"] for v in losses[-5:]) < 0.7 * losses[0]["stage1"]
+
+
+def test_experiment_config_wires_the_two_stage_loss(make_cfg) -> None:
+    """experiment=mgunet_duke: the module's step returns the weighted stage-1 and fused terms."""
+    import hydra
+
+    cfg = make_cfg("experiment=mgunet_duke", "dataset=synthetic_small", "augmentation=none")
+    assert cfg.optimizer.lr == 1e-3 and list(cfg.optimizer.betas) == [0.9, 0.99]
+    assert cfg.loss.weights.fused == 2.0 and cfg.loss.weights.stage1 == 1.0
+    module = hydra.utils.instantiate(cfg.model).train()
+    torch.manual_seed(0)
+    mask = torch.randint(0, 10, (2, 48, 40))
+    _, terms = module.model_step({"image": torch.randn(2, 1, 48, 40), "mask": mask})
+    torch.testing.assert_close(terms["loss"], 2.0 * terms["fused"] + terms["stage1"])

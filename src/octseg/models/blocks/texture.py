@@ -3,8 +3,8 @@
 Used by the hybrid-feature network of Masood et al. (2024, :mod:`octseg.models.masood`) and
 available to any network that wants handcrafted texture channels. Every bank maps a grayscale
 batch ``[B, 1, H, W]`` to feature maps ``[B, F, H, W]`` at the input resolution; filter kernels
-are registered buffers (they follow ``.to(device/dtype)``, are saved in no optimizer and get no
-gradient), kernels have odd sizes so "same" padding is symmetric, borders are padded by
+are registered buffers (they follow ``.to(device/dtype)``, reach no optimizer, get no gradient
+and, being rebuilt from the settings, are not saved in checkpoints), kernels have odd sizes so "same" padding is symmetric, borders are padded by
 replication (a constant image gives exactly zero edge responses), and angles are in radians.
 
 Conventions: image axes are ``y`` (rows, downwards) and ``x`` (columns, rightwards). An angle
@@ -88,7 +88,7 @@ class GaborBank(nn.Module):
         for i, f in enumerate(freqs):
             kernel = self._kernels(f, float(sigma_f) / f)
             self.kernel_sizes.append(kernel.shape[-1])
-            self.register_buffer(f"kernel{i}", kernel.float())
+            self.register_buffer(f"kernel{i}", kernel.float(), persistent=False)
 
     @property
     def out_channels(self) -> int:
@@ -142,7 +142,7 @@ class HaarBank(nn.Module):
             sy, sx = -torch.sign(y), -torch.sign(x)  # +1 above / left of the centre
             kernels = torch.stack([sy, sx, sy * sx])
             kernels = kernels / kernels.clamp_min(0).sum(dim=(1, 2), keepdim=True)
-            self.register_buffer(f"kernel{i}", kernels[:, None].float())
+            self.register_buffer(f"kernel{i}", kernels[:, None].float(), persistent=False)
 
     @property
     def out_channels(self) -> int:
