@@ -19,7 +19,8 @@ Structure (end-to-end trainable, logits out):
 * Fixed per-pixel texture features of the grayscale image (channel mean), all registered buffers
   and computed in torch (:mod:`octseg.models.blocks.texture`): a quadrature Gabor bank
   (6 orientations x 4 frequencies, energies), centred Haar-like edges at 3 scales, and local
-  GLCM statistics (8 levels, 9 x 9 window, distances 1 and 2, 4 angles, 6 statistics).
+  GLCM statistics (8 levels, 9 x 9 windows centred every 4 pixels and interpolated to every
+  pixel, distances 1 and 2, 4 angles, 6 statistics).
 * Two linear per-pixel classifiers (``1x1`` convolutions) in place of the two SVMs: one on the
   CNN features, one on the BatchNorm-standardised texture features. Their logits are summed
   (the paper's linear combination) and also returned in ``aux["cnn_logits"]`` and
@@ -100,6 +101,7 @@ class TextureFeatures(nn.Module):
         glcm_window: odd GLCM window size.
         glcm_distances: GLCM offset distances (pixels).
         glcm_angles: GLCM offset angles (radians).
+        glcm_stride: spacing of the GLCM window centres (1 = every pixel's own window).
     """
 
     def __init__(
@@ -111,11 +113,12 @@ class TextureFeatures(nn.Module):
         glcm_window: int = 9,
         glcm_distances: Sequence[int] = (1, 2),
         glcm_angles: Sequence[float] = (0.0, math.pi / 4, math.pi / 2, 3 * math.pi / 4),
+        glcm_stride: int = 4,
     ) -> None:
         super().__init__()
         self.gabor = GaborBank(gabor_orientations, gabor_frequencies)
         self.haar = HaarBank(haar_scales)
-        self.glcm = LocalGLCM(glcm_levels, glcm_window, glcm_distances, glcm_angles)
+        self.glcm = LocalGLCM(glcm_levels, glcm_window, glcm_distances, glcm_angles, glcm_stride)
         self.out_channels = self.gabor.out_channels + self.haar.out_channels + self.glcm.out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
