@@ -7,8 +7,11 @@
 * :mod:`octseg.models.lightreseg` — LightReSeg (``model=lightreseg``).
 * :mod:`octseg.models.library` — MONAI and segmentation_models_pytorch baselines.
 * :mod:`octseg.models.nnunet_style` — nnU-Net-style DynUNet (``model=nnunet_style``).
-* :mod:`octseg.models.blocks` — shared building blocks (conv, FFC, wavelet,
-  transformer).
+* :mod:`octseg.models.mgunet` — two-stage MGU-Net with GloRe graph reasoning (``model=mgunet``).
+* :mod:`octseg.models.masood` — Masood 2024 hybrid CNN + texture features, a reconstruction
+  (``model=masood``).
+* :mod:`octseg.models.blocks` — shared building blocks (conv, FFC, wavelet, transformer,
+  graph reasoning, texture).
 * :mod:`octseg.models.base`, :mod:`octseg.models.wrappers` — the output and input contracts.
 
 Submodules are imported on use (nothing registers itself as an import side effect).

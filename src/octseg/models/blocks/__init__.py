@@ -7,11 +7,15 @@
   (WATNet).
 * :mod:`octseg.models.blocks.transformer` — pre-norm ViT encoder and size-adaptive grid position
   embeddings (LightReSeg).
+* :mod:`octseg.models.blocks.graph` — GloRe global graph reasoning unit (MGU-Net).
+* :mod:`octseg.models.blocks.texture` — fixed per-pixel Gabor, Haar-like and local GLCM features
+  (Masood 2024).
 """
 
 from __future__ import annotations
 
 from octseg.models.blocks.conv import DoubleConv, UpConcat
+from octseg.models.blocks.graph import GloReUnit, GraphConv
 from octseg.models.blocks.ffc import (
     FFC,
     FFCBNAct,
@@ -25,6 +29,7 @@ from octseg.models.blocks.transformer import (
     TransformerEncoder,
 )
 from octseg.models.blocks.wavelet import SUBBANDS, HaarDWT, WaveletChannelAttention
+from octseg.models.blocks.texture import GaborBank, HaarBank, LocalGLCM
 
 __all__ = [
     "DoubleConv",
@@ -40,4 +45,9 @@ __all__ = [
     "SUBBANDS",
     "HaarDWT",
     "WaveletChannelAttention",
+    "GloReUnit",
+    "GraphConv",
+    "GaborBank",
+    "HaarBank",
+    "LocalGLCM",
 ]
