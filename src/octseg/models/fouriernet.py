@@ -12,7 +12,8 @@ Structure (``features`` = 16, 32, 64, 128, 256; every block is ``conv3x3 -> ReLU
 
 * stage 1: one encoder (four blocks, each followed by 2x2 max-pooling, and a 256-channel
   bottleneck block) shared by one decoder per FD map (nearest-neighbour 2x upsampling,
-  concatenation ``[upsampled, skip]``, a block), each ending in a linear 1x1 head: one FD map;
+  concatenation ``[upsampled, skip]``, a block), each ending in a linear 1x1 head (Glorot-uniform,
+  Keras' default): one FD map;
 * stage 2: a full U-Net of the same shape on ``[image, FD maps]`` with a ``num_classes`` head.
 
 3,924,835 parameters for the paper's binary case with one FD map and 4,708,836 with two (the
@@ -122,6 +123,9 @@ class UNetDecoder(nn.Module):
             ]
         )
         self.head = nn.Conv2d(features[0], out_channels, kernel_size=1)
+        # The Keras heads keep Keras' defaults: Glorot-uniform weights, zero bias.
+        nn.init.xavier_uniform_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor, skips: Sequence[torch.Tensor]) -> torch.Tensor:
         for level in reversed(range(len(self.blocks))):
