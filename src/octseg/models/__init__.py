@@ -5,6 +5,7 @@
 * :mod:`octseg.models.ynet` — Y-Net with FFC / without (``model=ynet``, ``model=ynet_noffc``).
 * :mod:`octseg.models.library` — MONAI and segmentation_models_pytorch baselines.
 * :mod:`octseg.models.nnunet_style` — nnU-Net-style DynUNet (``model=nnunet_style``).
+* :mod:`octseg.models.fouriernet` — FourierNet, FD-map cascade (``model=fouriernet``).
 * :mod:`octseg.models.blocks` — shared building blocks (conv, FFC).
 * :mod:`octseg.models.base`, :mod:`octseg.models.wrappers` — the output and input contracts.
 
