@@ -9,7 +9,8 @@ import torch
 
 from octseg.losses import DiceCELoss, Objective
 from octseg.losses.fourier import FourierDescriptorLoss
-from octseg.models.fouriernet import FourierNet, PlainUNetBlock
+from octseg.models.blocks.plain_unet import PlainUNetBlock
+from octseg.models.fouriernet import FourierNet
 from octseg.models.wrappers import PadToDivisor
 
 

@@ -3,6 +3,8 @@
 * :mod:`octseg.models.blocks.conv` — plain convolution blocks of the U-Net family.
 * :mod:`octseg.models.blocks.ffc` — fast Fourier convolution (FFC) blocks (Y-Net, and later the
   EdgeAL/LaMa-style generators).
+* :mod:`octseg.models.blocks.plain_unet` — U-Net pieces without normalisation, Keras layout
+  (FourierNet).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from octseg.models.blocks.ffc import (
     SpectralTransform,
     merge_local_global,
 )
+from octseg.models.blocks.plain_unet import PlainUNetBlock, PlainUNetDecoder, PlainUNetEncoder
 
 __all__ = [
     "DoubleConv",
@@ -24,4 +27,7 @@ __all__ = [
     "FourierUnit",
     "SpectralTransform",
     "merge_local_global",
+    "PlainUNetBlock",
+    "PlainUNetEncoder",
+    "PlainUNetDecoder",
 ]
