@@ -129,7 +129,7 @@ def test_overfits_one_batch_with_the_paper_objective() -> None:
         opt.zero_grad()
         losses["loss"].backward()
         opt.step()
-        history.append({k: float(v) for k, v in losses.items()})
+        history.append({k: float(v.detach()) for k, v in losses.items()})
     first, last = history[0], min(history[-5:], key=lambda h: h["loss"])
     assert last["loss"] < 0.5 * first["loss"], (first, last)
     assert last["ce"] < 0.3 * first["ce"] and last["fd"] < 0.6 * first["fd"], (first, last)
