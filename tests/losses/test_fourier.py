@@ -21,6 +21,7 @@ from octseg.losses.fourier import (
     normalise_fd_maps,
 )
 from octseg.models.base import SegOutput
+from tests.conftest import DUKE_EXPORT, requires_duke
 
 IGN = 255
 
@@ -72,6 +73,9 @@ def test_disc_has_no_harmonic_energy() -> None:
     assert np.abs(maps[:, ring]).max() < 0.01 * 20.0
     # Central symmetry: the odd harmonics vanish exactly, everywhere in the disc.
     assert np.abs(maps[0::2]).max() < 1e-9
+    # ... and normalise to exact zeros, not to amplified rounding noise.
+    targets = fd_targets(disc, [1], num_harmonics=8)
+    assert (targets[0::2] == 0).all() and targets[3].std() == pytest.approx(1.0, abs=0.01)
 
 
 def test_ellipse_energy_is_in_the_second_harmonic() -> None:
@@ -92,7 +96,7 @@ def test_rectangle_odd_harmonics_vanish_and_normalise_to_finite_zeros() -> None:
     assert raw[1][rect == 1].max() > 1.0  # elongated: a strong second harmonic
     targets = fd_targets(rect, [1], num_harmonics=2)
     assert np.isfinite(targets).all()
-    assert np.abs(targets[0]).max() < 1e-5
+    assert (targets[0] == 0).all()
     assert targets[1].std() == pytest.approx(1.0, abs=0.01)
 
 
@@ -286,3 +290,22 @@ def test_loss_config_follows_the_model_config(make_cfg) -> None:
     assert list(cfg.loss.terms.fd.classes) == [1, 3]
     plain = make_cfg("model=unet", "loss=fouriernet", subdir="plain")
     assert plain.loss.terms.fd.classes is None and plain.loss.terms.fd.num_harmonics == 1
+
+
+@requires_duke()
+def test_real_duke_mask_gives_finite_standardised_targets() -> None:
+    """Every class of a real B-scan (layers, choroid, fluid): finite targets, each map either
+    standardised (std ~1 over annotated pixels) or all zeros (class absent)."""
+    from PIL import Image
+
+    files = sorted((DUKE_EXPORT / "masks").glob("*.png"))
+    mask = np.array(Image.open(files[0])).astype(np.int64)
+    classes = list(range(1, 10))
+    raw = fourier_descriptor_maps(mask, classes, num_harmonics=2)
+    targets = fd_targets(mask, classes, num_harmonics=2, ignore_index=IGN)
+    assert targets.shape == (18, *mask.shape) and np.isfinite(targets).all()
+    valid = mask != IGN
+    for i, c in enumerate(np.repeat(classes, 2)):
+        assert (raw[i][mask != c] == 0).all()
+        std = float(targets[i][valid].std())
+        assert std == pytest.approx(1.0, abs=0.01) or (c not in mask and std == 0.0)

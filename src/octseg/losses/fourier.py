@@ -29,9 +29,12 @@ Deviations from the seed code (all deliberate; the paper is binary and gives the
 * **Multi-class**: one group of ``N`` maps per class in ``classes`` (the paper: Henle's fibre
   layer only, ``classes=[1]``). Pixels of other classes are 0 in a class's maps, as background
   is in the paper's binary maps.
-* **Safe normalisation**: ``(m - mean) / (std + eps)`` with ``eps = 1e-3`` px. The seed divides by
-  ``std`` alone, which gives NaN targets for empty masks and for symmetric shapes whose map is all
-  zeros (e.g. the first harmonic of a rectangle); here those maps become exact zeros. Statistics
+* **Safe normalisation**: ``(m - mean) / std`` where ``std > 1e-6`` px, all zeros otherwise. The
+  seed divides by ``std`` unconditionally, which gives NaN targets for empty masks and for
+  symmetric shapes whose map is all zeros (e.g. the first harmonic of a rectangle); here those
+  maps become exact zeros. (A threshold, not ``std + eps``: a small class spread over a whole
+  B-scan has a small ``std``, e.g. 0.015 px for Duke's fluid, which an additive ``eps`` would
+  visibly shrink; float rounding noise of vanishing harmonics is ~1e-13 px.) Statistics
   are over annotated pixels only (the seed: all pixels, there were no unannotated ones), so batch
   padding and ``ignore_index`` columns do not change a scan's targets.
 * **Step position**: ``l_i`` is the arc length at the middle of step ``i`` (the seed: at its end).
@@ -74,7 +77,7 @@ __all__ = [
     "FourierDescriptorLoss",
 ]
 
-NORM_EPS = 1e-3  # px: FD amplitudes are in pixels; anything below is rounding noise.
+NORM_EPS = 1e-6  # px: a map whose std is below this is constant up to rounding noise.
 
 
 def contour_harmonic_amplitudes(
@@ -168,15 +171,15 @@ def fourier_descriptor_maps(
 def normalise_fd_maps(
     maps: np.ndarray, valid: np.ndarray | None = None, eps: float = NORM_EPS
 ) -> np.ndarray:
-    """Z-scores each map over the valid pixels: ``(m - mean) / (std + eps)``, 0 where invalid.
+    """Z-scores each map over the valid pixels, ``(m - mean) / std``; 0 where invalid.
 
-    A constant map (empty class, or a harmonic that vanishes by symmetry) becomes all zeros
-    instead of NaN.
+    A map whose ``std`` is at most ``eps`` (empty class, or a harmonic that vanishes by symmetry)
+    becomes all zeros instead of NaN or amplified rounding noise.
 
     Args:
         maps: ``[M, H, W]`` raw amplitudes.
         valid: bool ``[H, W]`` of annotated pixels (default: all).
-        eps: added to the standard deviation (pixels).
+        eps: largest standard deviation (pixels) treated as a constant map.
 
     Returns:
         ``[M, H, W]`` float32.
@@ -189,7 +192,8 @@ def normalise_fd_maps(
     values = maps[:, valid]  # [M, n_valid]
     mean = values.mean(axis=1, keepdims=True)
     std = values.std(axis=1, keepdims=True)
-    out[:, valid] = (values - mean) / (std + eps)
+    varying = std > eps
+    out[:, valid] = np.where(varying, (values - mean) / np.where(varying, std, 1.0), 0.0)
     return out
 
 
