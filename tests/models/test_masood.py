@@ -50,9 +50,13 @@ def test_haar_features_of_a_constant_image_are_zero_and_a_step_gives_one() -> No
     out = bank(step)
     for k in range(3):
         horizontal, vertical, diagonal = out[0, 3 * k : 3 * k + 3, :, 15]
-        assert horizontal[14].item() == pytest.approx(1.0) or horizontal[15].item() == pytest.approx(1.0)
+        assert horizontal[14].item() == pytest.approx(1.0) or horizontal[
+            15
+        ].item() == pytest.approx(1.0)
         assert vertical.abs().max() < 1e-6 and diagonal.abs().max() < 1e-6
-    assert all(getattr(bank, f"kernel{i}").shape[-1] == 2 * s + 1 for i, s in enumerate(bank.scales))
+    assert all(
+        getattr(bank, f"kernel{i}").shape[-1] == 2 * s + 1 for i, s in enumerate(bank.scales)
+    )
 
 
 def _checkerboard(h: int, w: int) -> torch.Tensor:

@@ -10,8 +10,9 @@
 * :mod:`octseg.models.mgunet` — two-stage MGU-Net with GloRe graph reasoning (``model=mgunet``).
 * :mod:`octseg.models.masood` — Masood 2024 hybrid CNN + texture features, a reconstruction
   (``model=masood``).
+* :mod:`octseg.models.fouriernet` — FourierNet, FD-map cascade (``model=fouriernet``).
 * :mod:`octseg.models.blocks` — shared building blocks (conv, FFC, wavelet, transformer,
-  graph reasoning, texture).
+  graph reasoning, texture, plain U-Net).
 * :mod:`octseg.models.base`, :mod:`octseg.models.wrappers` — the output and input contracts.
 
 Submodules are imported on use (nothing registers itself as an import side effect).

@@ -1,4 +1,4 @@
-"""LightReSeg: a lightweight encoder-decoder with a transformer at 1/16 and strip-conv attention skips.
+"""LightReSeg: a light encoder-decoder with a transformer at 1/16 and strip-conv attention skips.
 
 He X., Song W., Wang Y., Poiesi F., Yi J., Desai M., Xu Q., Yang K., Wan Y., "Lightweight Retinal
 Layer Segmentation With Global Reasoning", IEEE Trans. Instrum. Meas. 73:2520214, 2024,
@@ -149,7 +149,9 @@ class StripConvAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = self.conv0(x)
         branches = [base] + [strip(base) for strip in self.strips]
-        attn = torch.cat([ca(b) for ca, b in zip(self.channel_attention, branches)], dim=1)
+        attn = torch.cat(
+            [ca(b) for ca, b in zip(self.channel_attention, branches, strict=False)], dim=1
+        )
         return self.fuse(attn) * x
 
 
@@ -217,7 +219,9 @@ class LightReSeg(nn.Module):
             )
         widths = [16, 32, 64, 128]
         ins = [in_channels] + widths[:-1]
-        self.encoders = nn.ModuleList(_conv_relu_bn(i, o) for i, o in zip(ins, widths))
+        self.encoders = nn.ModuleList(
+            _conv_relu_bn(i, o) for i, o in zip(ins, widths, strict=False)
+        )
         self.downs = nn.ModuleList(SeparableDown(c) for c in widths)
         dim = widths[-1]
         self.embed = nn.Linear(dim, dim)
@@ -245,7 +249,7 @@ class LightReSeg(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, H, W) -> (B, K, H, W)`` logits; H and W multiples of 16."""
         skips = []
-        for encoder, down in zip(self.encoders, self.downs):
+        for encoder, down in zip(self.encoders, self.downs, strict=False):
             x = encoder(x)
             skips.append(x)
             x = down(x)

@@ -119,7 +119,9 @@ class TextureFeatures(nn.Module):
         self.gabor = GaborBank(gabor_orientations, gabor_frequencies)
         self.haar = HaarBank(haar_scales)
         self.glcm = LocalGLCM(glcm_levels, glcm_window, glcm_distances, glcm_angles, glcm_stride)
-        self.out_channels = self.gabor.out_channels + self.haar.out_channels + self.glcm.out_channels
+        self.out_channels = (
+            self.gabor.out_channels + self.haar.out_channels + self.glcm.out_channels
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W] -> [B, F, H, W]``; no gradient flows back to ``x`` (fixed features)."""

@@ -145,7 +145,10 @@ class MGUNetStage(nn.Module):
         self.pools = tuple(int(p) for p in pools)
         f = [base_channels * 2**i for i in range(4)]
         self.encoders = nn.ModuleList(
-            [_conv_pair(c_in, c_out, batchnorm=True) for c_in, c_out in zip([in_channels, *f], f[:3])]
+            [
+                _conv_pair(c_in, c_out, batchnorm=True)
+                for c_in, c_out in zip([in_channels, *f], f[:3], strict=False)
+            ]
         )
         self.mgr = MGRModule(f[2], f[3])
         self.center = _conv_pair(f[2], f[3], batchnorm=True)
@@ -156,7 +159,9 @@ class MGUNetStage(nn.Module):
                 for i, p in enumerate(self.pools)
             ]
         )
-        self.decoders = nn.ModuleList([_conv_pair(2 * f[i], f[i], batchnorm=False) for i in range(3)])
+        self.decoders = nn.ModuleList(
+            [_conv_pair(2 * f[i], f[i], batchnorm=False) for i in range(3)]
+        )
         self.head = nn.Conv2d(f[0], num_classes, kernel_size=1)
 
     @property
@@ -166,7 +171,7 @@ class MGUNetStage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C_in, H, W] -> [B, K, H, W]`` logits; H, W multiples of the pooling product."""
         skips = []
-        for encoder, pool in zip(self.encoders, self.pools):
+        for encoder, pool in zip(self.encoders, self.pools, strict=False):
             x = encoder(x)
             skips.append(x)
             x = F.max_pool2d(x, pool)

@@ -83,7 +83,9 @@ class WATNet(nn.Module):
         super().__init__()
         f = [base_channels * 2**i for i in range(5)]
         ins = [in_channels] + f[:4]
-        self.encoders = nn.ModuleList([DoubleConv(i, o, o // 2) for i, o in zip(ins, f)])
+        self.encoders = nn.ModuleList(
+            [DoubleConv(i, o, o // 2) for i, o in zip(ins, f, strict=False)]
+        )
         self.middle = DoubleConv(f[4], f[4], f[4] // 2)
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
         self.enc_attention = nn.ModuleList(

@@ -10,12 +10,13 @@
 * :mod:`octseg.models.blocks.graph` — GloRe global graph reasoning unit (MGU-Net).
 * :mod:`octseg.models.blocks.texture` — fixed per-pixel Gabor, Haar-like and local GLCM features
   (Masood 2024).
+* :mod:`octseg.models.blocks.plain_unet` — U-Net pieces without normalisation, Keras layout
+  (FourierNet).
 """
 
 from __future__ import annotations
 
 from octseg.models.blocks.conv import DoubleConv, UpConcat
-from octseg.models.blocks.graph import GloReUnit, GraphConv
 from octseg.models.blocks.ffc import (
     FFC,
     FFCBNAct,
@@ -23,13 +24,15 @@ from octseg.models.blocks.ffc import (
     SpectralTransform,
     merge_local_global,
 )
+from octseg.models.blocks.graph import GloReUnit, GraphConv
+from octseg.models.blocks.plain_unet import PlainUNetBlock, PlainUNetDecoder, PlainUNetEncoder
+from octseg.models.blocks.texture import GaborBank, HaarBank, LocalGLCM
 from octseg.models.blocks.transformer import (
     GridPositionEmbedding,
     MultiHeadSelfAttention,
     TransformerEncoder,
 )
 from octseg.models.blocks.wavelet import SUBBANDS, HaarDWT, WaveletChannelAttention
-from octseg.models.blocks.texture import GaborBank, HaarBank, LocalGLCM
 
 __all__ = [
     "DoubleConv",
@@ -50,4 +53,7 @@ __all__ = [
     "GaborBank",
     "HaarBank",
     "LocalGLCM",
+    "PlainUNetBlock",
+    "PlainUNetEncoder",
+    "PlainUNetDecoder",
 ]

@@ -4,8 +4,8 @@ Used by the hybrid-feature network of Masood et al. (2024, :mod:`octseg.models.m
 available to any network that wants handcrafted texture channels. Every bank maps a grayscale
 batch ``[B, 1, H, W]`` to feature maps ``[B, F, H, W]`` at the input resolution; filter kernels
 are registered buffers (they follow ``.to(device/dtype)``, reach no optimizer, get no gradient
-and, being rebuilt from the settings, are not saved in checkpoints), kernels have odd sizes so "same" padding is symmetric, borders are padded by
-replication (a constant image gives exactly zero edge responses), and angles are in radians.
+and, being rebuilt from the settings, are not saved in checkpoints), kernels have odd sizes so
+"same" padding is symmetric, borders are padded by replication (a constant image gives exactly zero edge responses), and angles are in radians.
 
 Conventions: image axes are ``y`` (rows, downwards) and ``x`` (columns, rightwards). An angle
 ``theta`` is measured from the ``+x`` axis towards ``-y`` (counter-clockwise as displayed), the
@@ -167,8 +167,8 @@ class LocalGLCM(nn.Module):
     angle ``theta``: ``dy = -round(d sin theta)``, ``dx = round(d cos theta)``, as
     ``skimage.feature.graycomatrix``) each pixel pairs its level ``i`` with the level ``j`` of
     the pixel at the offset (pairs whose partner lies outside the image are left out, as in
-    skimage). The pairs of the pixels inside a ``window x window`` box give the symmetric, normalised co-occurrence matrix
-    ``P`` of the box's centre, from which six statistics follow:
+    skimage). The pairs of the pixels inside a ``window x window`` box give the symmetric,
+    normalised co-occurrence matrix ``P`` of the box's centre, from which six statistics follow:
 
     * contrast ``sum P (i-j)^2 / (L-1)^2``, dissimilarity ``sum P |i-j| / (L-1)`` (both in [0, 1]);
     * homogeneity ``sum P / (1 + (i-j)^2)``; angular second moment ``sum P^2``;
@@ -210,7 +210,9 @@ class LocalGLCM(nn.Module):
             )
         lo, hi = (float(q) for q in quantiles)
         if not 0.0 <= lo < hi <= 1.0:
-            raise ValueError(f"LocalGLCM quantiles must satisfy 0 <= lo < hi <= 1, got {quantiles}.")
+            raise ValueError(
+                f"LocalGLCM quantiles must satisfy 0 <= lo < hi <= 1, got {quantiles}."
+            )
         self.levels = int(levels)
         self.window = int(window)
         self.stride = int(stride)
@@ -300,7 +302,9 @@ class LocalGLCM(nn.Module):
         feats = []
         for dy, dx in self.offsets:
             rows, cols = slice(reach + dy, reach + dy + h), slice(reach + dx, reach + dx + w)
-            feats.extend(self._offset_features(q, padded[..., rows, cols], inside[..., rows, cols]))
+            feats.extend(
+                self._offset_features(q, padded[..., rows, cols], inside[..., rows, cols])
+            )
         out = torch.cat(feats, dim=1)
         if self.stride > 1:
             out = _centres_to_pixels(out, self.stride, h, w)

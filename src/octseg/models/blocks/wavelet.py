@@ -1,4 +1,4 @@
-"""Discrete wavelet transform with fixed Haar filters, and the wavelet channel attention built on it.
+"""Discrete wavelet transform with fixed Haar filters, and the wavelet channel attention on it.
 
 The 2-D Haar DWT is computed as one stride-2 grouped convolution with four fixed ``2 x 2`` kernels
 held in a (non-persistent) buffer, so it moves with the module between devices and dtypes, has no
