@@ -5,7 +5,8 @@ available to any network that wants handcrafted texture channels. Every bank map
 batch ``[B, 1, H, W]`` to feature maps ``[B, F, H, W]`` at the input resolution; filter kernels
 are registered buffers (they follow ``.to(device/dtype)``, reach no optimizer, get no gradient
 and, being rebuilt from the settings, are not saved in checkpoints), kernels have odd sizes so
-"same" padding is symmetric, borders are padded by replication (a constant image gives exactly zero edge responses), and angles are in radians.
+"same" padding is symmetric, borders are padded by replication (a constant image gives exactly
+zero edge responses), and angles are in radians.
 
 Conventions: image axes are ``y`` (rows, downwards) and ``x`` (columns, rightwards). An angle
 ``theta`` is measured from the ``+x`` axis towards ``-y`` (counter-clockwise as displayed), the
