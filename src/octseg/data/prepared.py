@@ -23,14 +23,16 @@ the volumes already there. Volume and case ids may only use ``[A-Za-z0-9._-]``.
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import logging
 import math
 import re
 import shutil
+import sys
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ __all__ = [
     "PrepareSummary",
     "PreparedDataModule",
     "PreparedWriter",
+    "prepare_main",
     "read_prepared",
     "read_prepared_volume",
 ]
@@ -430,3 +433,45 @@ class PreparedDataModule(SegDataModule):
 
     def describe_source(self) -> str:
         return f"{self.dataset_name} at {self.data_dir}"
+
+
+def prepare_main(
+    doc: str,
+    prepare: Callable[..., PrepareSummary],
+    add_options: Callable[[argparse.ArgumentParser], None] | None = None,
+    argv: Sequence[str] | None = None,
+) -> int:
+    """The command line of every ``scripts/prepare_<name>.py``: ``SOURCE OUT_DIR [--overwrite]``
+    plus the dataset's own options; runs ``prepare(source, out_dir, overwrite=..., **options)``
+    and prints its summary. Bad input ends with ``error: <message>`` and status 1.
+
+    Args:
+        doc: the script's docstring (its first paragraph is the description).
+        prepare: the dataset's ``prepare_<name>`` function.
+        add_options: adds dataset options to the parser (their ``dest`` names are passed on
+            as keyword arguments).
+        argv: arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status.
+    """
+    parser = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("source", help="the official release: folder or archive as downloaded")
+    parser.add_argument("out_dir", help="output folder, e.g. <paths.data_dir>/<name>")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a folder prepared with other settings"
+    )
+    if add_options is not None:
+        add_options(parser)
+    args = vars(parser.parse_args(argv))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    source, out_dir = args.pop("source"), args.pop("out_dir")
+    try:
+        summary = prepare(source, out_dir, **args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(summary.as_text())
+    return 0
