@@ -266,3 +266,26 @@ def test_cli_resume_recomposes_the_runs_own_overrides(tmp_path: Path) -> None:
                           timeout=300)  # fmt: skip
     assert proc.returncode != 0
     assert "different setup: dataset: checkpoint 'synthetic_small', now 'synthetic'" in proc.stderr
+
+
+def test_resume_from_an_epoch_end_is_exact(make_cfg) -> None:
+    """Same data order, augmentation and training randomness as the uninterrupted run: the
+    resumed run ends with bitwise the same weights."""
+    common = ("trainer.deterministic=true", "seed=3", "test=false", "augmentation=light",
+              "scheduler=none")  # a schedule that does not depend on max_epochs
+    whole = make_cfg(*common, "trainer.max_epochs=2", subdir="whole")
+    train(whole)
+    half = make_cfg(*common, "trainer.max_epochs=1", subdir="half")
+    train(half)
+    last = Path(half.paths.output_dir) / "checkpoints" / "last.ckpt"
+    resumed = make_cfg(*common, "trainer.max_epochs=2", f"ckpt_path={last}", subdir="resumed")
+    train(resumed)
+
+    def weights(cfg) -> dict[str, torch.Tensor]:
+        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        return torch.load(path, weights_only=False)["state_dict"]
+
+    a, b = weights(whole), weights(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -134,7 +134,10 @@ def test_bad_inputs_raise_clear_errors() -> None:
             torch.zeros(1, 4, 5, dtype=torch.long), torch.zeros(1, 4, 4, dtype=torch.long)
         )
     with pytest.raises(ValueError, match="anatomy.ordered_labels"):
-        MetricSuite(families=["boundary"], num_classes=3, anatomy={})
+        MetricSuite(families=["boundary"], num_classes=3, anatomy={}, strict=True)
+    # By default a family the dataset's anatomy cannot support is skipped, the rest computed.
+    lenient = MetricSuite(families=["overlap", "boundary", "fluid"], num_classes=3, anatomy={})
+    assert lenient.family_names == ["overlap"]
 
 
 def test_empty_value_option_scores_absent_classes() -> None:

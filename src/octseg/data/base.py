@@ -44,7 +44,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from octseg.data.seeding import process_rank, seed_worker
+from octseg.data.seeding import EpochRandomSampler, process_rank, seed_worker
 from octseg.data.splits import PARTS, load_split, partition
 from octseg.data.transforms import TorchSeededTransform
 from octseg.utils.tensors import pad_bottom_right
@@ -438,6 +438,8 @@ class SegDataModule(pl.LightningDataModule):
         self.split, self.fold, self.split_dir = split, int(fold), split_dir
         self.split_info: dict[str, Any] = {}
         self.datasets: dict[str, Dataset] = {}
+        # The training order is a function of (this seed, epoch): EpochRandomSampler.
+        self.shuffle_seed = torch.initial_seed()
 
     # ------------------------------------------------------------------ building datasets
     def read_volumes(self) -> Iterable[Sequence[BScanRecord]]:
@@ -497,14 +499,34 @@ class SegDataModule(pl.LightningDataModule):
             self.datasets = self.build_datasets()
 
     # ------------------------------------------------------------------ loaders
+    def _set_train_epoch(self, epoch: int) -> None:
+        """Gives the training augmentation the epoch (it seeds the epoch's stream)."""
+        dataset = self.datasets.get("train")
+        while isinstance(dataset, RepeatedDataset):
+            dataset = dataset.dataset
+        transform = getattr(dataset, "transform", None)
+        if isinstance(transform, TorchSeededTransform):
+            transform.set_epoch(epoch)
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         self.setup()
         if split not in self.datasets:
             raise KeyError(f"{type(self).__name__} has no {split!r} split.")
+        sampler = None
+        if train:
+            # A resumed fit draws its first batches before Lightning sets the sampler's epoch:
+            # start at the trainer's epoch so they are those of the uninterrupted run.
+            trainer = getattr(self, "trainer", None)
+            sampler = EpochRandomSampler(
+                self.datasets[split],
+                seed=self.shuffle_seed,
+                epoch=trainer.current_epoch if trainer is not None else 0,
+                on_epoch=self._set_train_epoch,
+            )
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=sampler,
             drop_last=train and len(self.datasets[split]) > self.batch_size,
             num_workers=self.num_workers,
             collate_fn=PadCollate(self.ignore_index),

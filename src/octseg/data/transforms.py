@@ -135,11 +135,16 @@ def build_augmentation(
 
 
 class TorchSeededTransform:
-    """Wraps an albumentations ``Compose`` (or any callable with ``set_random_seed``) so that
-    its generators are seeded from ``torch.initial_seed()`` and the process rank: the global
-    seed in the main process, the worker's seed in a DataLoader worker (set by
-    :func:`~octseg.data.seeding.seed_worker`). Re-seeding happens on the first call in each
-    process and whenever torch's seed changes.
+    """Wraps an albumentations ``Compose`` (or any callable with ``set_random_seed``) so that its
+    generators are seeded from ``(base seed, process rank, DataLoader worker, epoch)``.
+
+    The base seed is ``torch.initial_seed()`` when the wrapper is built (the global seed: the
+    DataModule builds it after ``seed_everything``); workers receive the wrapper with it. The
+    epoch is set by the DataModule's sampler (:meth:`set_epoch`). An epoch's augmentation then
+    depends on nothing else, so the streams differ per rank and worker, and a run resumed at an
+    epoch boundary replays exactly the uninterrupted run's augmentation (with persistent
+    DataLoader workers the epoch reaches workers only when they start: exact with
+    ``num_workers=0``).
 
     Args:
         transform: the pipeline, called as ``transform(image=..., mask=...)``.
@@ -150,14 +155,21 @@ class TorchSeededTransform:
     def __init__(self, transform: Callable[..., dict[str, Any]], rank: int | None = None) -> None:
         self.transform = transform
         self.rank = rank
-        self._seeded_with: int | None = None
+        self.base_seed = torch.initial_seed()
+        self.epoch = 0
+        self._seeded_for: tuple[int, int, int] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Re-seeds the stream for ``epoch`` from the next call on."""
+        self.epoch = int(epoch)
 
     def __call__(self, **data: Any) -> dict[str, Any]:
-        torch_seed = torch.initial_seed()
-        if torch_seed != self._seeded_with and hasattr(self.transform, "set_random_seed"):
-            rank = process_rank() if self.rank is None else self.rank
-            self.transform.set_random_seed(derive_seed(torch_seed, rank))
-            self._seeded_with = torch_seed
+        info = torch.utils.data.get_worker_info()
+        rank = process_rank() if self.rank is None else self.rank
+        key = (rank, -1 if info is None else info.id, self.epoch)
+        if key != self._seeded_for and hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(derive_seed(self.base_seed, *key))
+            self._seeded_for = key
         return self.transform(**data)
 
     def __repr__(self) -> str:

@@ -318,7 +318,7 @@ def evaluate_label_maps(
         class_names=names,
         surface_names=list((anatomy or {}).get("surface_names") or []),
         settings={
-            "families": families,
+            "families": suite.family_names,
             "num_classes": num_classes,
             "spacing_um": list(spacing_um),
             "ignore_index": ignore_index,

@@ -22,6 +22,7 @@ __all__ = [
     "MetricFamily",
     "register_family",
     "family_registry",
+    "MissingAnatomyError",
     "require_anatomy",
     "safe_div",
     "per_image",
@@ -220,11 +221,16 @@ def family_registry() -> dict[str, type[MetricFamily]]:
     return dict(_REGISTRY)
 
 
+class MissingAnatomyError(ValueError):
+    """A metric family needs anatomy the dataset does not define (e.g. boundary errors on a
+    fluid-only dataset); a suite skips such a family unless built with ``strict=True``."""
+
+
 def require_anatomy(spec: SuiteSpec, family: str, key: str) -> list[int]:
-    """The anatomy list ``key``, or a ValueError saying which setting is missing."""
+    """The anatomy list ``key``, or a :class:`MissingAnatomyError` naming the missing setting."""
     value = spec.anatomy.get(key)
     if not value:
-        raise ValueError(
+        raise MissingAnatomyError(
             f"Metric family {family!r} needs anatomy.{key} (got {value!r}); set it in the "
             "dataset config (conf/dataset/<name>.yaml, key anatomy) or drop the family from "
             "metrics.families."

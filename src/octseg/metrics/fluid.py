@@ -26,6 +26,7 @@ from octseg.metrics._base import (
     named,
     nanmean0,
     register_family,
+    require_anatomy,
     safe_div,
     volume_sum,
 )
@@ -45,13 +46,7 @@ class FluidFamily(MetricFamily):
             raise ValueError(
                 f"Unknown fluid options {sorted(opts)}; expected detection_min_pixels."
             )
-        labels = spec.anatomy.get("fluid_labels") or []
-        if not labels:
-            raise ValueError(
-                "Metric family 'fluid' needs anatomy.fluid_labels (got none); set it in the "
-                "dataset config or drop 'fluid' from metrics.families."
-            )
-        self.labels = [int(v) for v in labels]
+        self.labels = require_anatomy(spec, self.name, "fluid_labels")
         self.names = [spec.class_names[v] for v in self.labels]
 
     def row_states(self) -> dict[str, tuple[int, ...]]:

@@ -39,7 +39,13 @@ from octseg.metrics import (  # noqa: F401
     thickness,
     topology,
 )
-from octseg.metrics._base import BatchContext, MetricFamily, SuiteSpec, family_registry
+from octseg.metrics._base import (
+    BatchContext,
+    MetricFamily,
+    MissingAnatomyError,
+    SuiteSpec,
+    family_registry,
+)
 from octseg.metrics.overlap import as_label_map
 
 __all__ = ["MetricSuite", "FAMILIES", "family_registry"]
@@ -83,6 +89,9 @@ class MetricSuite(Metric):
         preds_are_probabilities: float ``preds`` are probabilities instead of logits (matters
             for the probabilistic family only).
         options: per-family options, e.g. ``{"distance": {"exclude_border": True}}``.
+        strict: raise when a family needs anatomy the dataset lacks; by default such a family
+            is skipped with a log line (so ``metrics=full`` works on fluid-only or layer-only
+            datasets).
 
     Raises:
         ValueError: on unknown family names, inconsistent class names or spacing.
@@ -106,6 +115,7 @@ class MetricSuite(Metric):
         empty_value: float = float("nan"),
         preds_are_probabilities: bool = False,
         options: Mapping[str, Mapping[str, Any]] | None = None,
+        strict: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -143,10 +153,15 @@ class MetricSuite(Metric):
             options={k: dict(v) for k, v in (options or {}).items()},
         )
         self.preds_are_probabilities = preds_are_probabilities
-        self.family_names = list(dict.fromkeys(families))
-        self.families: dict[str, MetricFamily] = {
-            name: registry[name](self.spec) for name in self.family_names
-        }
+        self.families: dict[str, MetricFamily] = {}
+        for name in dict.fromkeys(families):
+            try:
+                self.families[name] = registry[name](self.spec)
+            except MissingAnatomyError as err:
+                if strict:
+                    raise
+                log.info("Metric family %r skipped: %s", name, err)
+        self.family_names = list(self.families)
         # Per-image rows are list states ("cat"): torchmetrics gathers lists of different
         # lengths across processes (tensor states must have equal shapes on every rank).
         self._row_shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,13 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-__all__ = ["StoreRunConfig", "LogPredictionOverlays", "LastCheckpointOnException", "label_overlay"]
+__all__ = [
+    "EpochSeed",
+    "StoreRunConfig",
+    "LogPredictionOverlays",
+    "LastCheckpointOnException",
+    "label_overlay",
+]
 
 
 # Fixed colours per label (0 is transparent): layers, choroid, fluid.
@@ -152,3 +159,25 @@ class LastCheckpointOnException(pl.Callback):
         started = self._start_step is not None and trainer.global_step > self._start_step
         if trainer.state.fn == "fit" and not trainer.sanity_checking and started:
             trainer.save_checkpoint(self.path)
+
+
+class EpochSeed(pl.Callback):
+    """Re-seeds torch, numpy and ``random`` at the start of every training epoch from
+    ``(seed, epoch, rank)``, so the random numbers a model draws while training (dropout,
+    stochastic depth, random masking) depend only on those: a run resumed from an end-of-epoch
+    checkpoint continues exactly as the uninterrupted run (the data order and augmentation are
+    made epoch-exact by the DataModule's sampler and transform).
+
+    Args:
+        seed: the run's seed.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        entropy = [self.seed, trainer.current_epoch, trainer.global_rank]
+        value = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        torch.manual_seed(value)
+        np.random.seed(value)
+        random.seed(value)
