@@ -11,6 +11,8 @@
 * :mod:`octseg.models.masood` — Masood 2024 hybrid CNN + texture features, a reconstruction
   (``model=masood``).
 * :mod:`octseg.models.fouriernet` — FourierNet, FD-map cascade (``model=fouriernet``).
+* :mod:`octseg.models.m2snet` — M2SNet / MSNet, Res2Net-50 multi-scale subtraction network
+  (``model=m2snet``).
 * :mod:`octseg.models.blocks` — shared building blocks (conv, FFC, wavelet, transformer,
   graph reasoning, texture, plain U-Net).
 * :mod:`octseg.models.base`, :mod:`octseg.models.wrappers` — the output and input contracts.
