@@ -11,21 +11,30 @@ extra or a missing outer folder) work alike.
 from __future__ import annotations
 
 import io
+import logging
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from octseg.data.base import BScanRecord
+from octseg.data.prepared import PreparedWriter
 
 __all__ = [
     "ReleaseNode",
     "child",
     "find_dirs",
+    "grey_array",
     "map_values",
     "open_release",
     "read_image",
+    "stream_volumes",
 ]
+
+log = logging.getLogger(__name__)
 
 ReleaseNode = Path | zipfile.Path
 
@@ -115,3 +124,38 @@ def map_values(
     for value, label in mapping.items():
         lut[value] = label
     return lut[array]
+
+
+def grey_array(img: Image.Image, node: ReleaseNode | str) -> np.ndarray:
+    """A release image as a 2-D uint8/uint16 array: grey (``L``, 16-bit ``I;16``) as stored, a
+    palette image through its palette, RGB(A) only when its colour channels are equal.
+
+    Raises:
+        ValueError: naming the file, for colour content or an unsupported mode.
+    """
+    if img.mode == "P":
+        img = img.convert("L")
+    if img.mode in ("L", "I;16"):
+        return np.array(img)
+    if img.mode in ("RGB", "RGBA"):
+        rgb = np.array(img)[..., :3]
+        if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+            return np.ascontiguousarray(rgb[..., 0])
+        raise ValueError(f"{node} holds colour, not a grey B-scan (mode {img.mode}).")
+    raise ValueError(f"{node}: image mode {img.mode!r}; expected a grey, palette or RGB PNG.")
+
+
+def stream_volumes(
+    writer: PreparedWriter,
+    volume_ids: Iterable[str],
+    read: Callable[[str], tuple[Sequence[BScanRecord], Mapping[str, Any]]],
+) -> None:
+    """Writes each volume ``read(volume_id) -> (records, meta)`` unless the folder already
+    holds it (a rerun skips it, unread)."""
+    for volume_id in volume_ids:
+        if writer.has_volume(volume_id):
+            writer.skip_volume(volume_id)
+            continue
+        records, meta = read(volume_id)
+        writer.write_volume(records, meta=meta)
+        log.info("%s: %s written (%d B-scans)", writer.dataset, volume_id, len(records))

@@ -23,7 +23,6 @@ works inside a ``.zip`` as downloaded, without a 50 MB dependency.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,13 @@ import numpy as np
 
 from octseg.data.base import BScanRecord
 from octseg.data.prepared import PreparedWriter, PrepareSummary
-from octseg.data.release_tree import ReleaseNode, child, find_dirs, open_release
+from octseg.data.release_tree import (
+    ReleaseNode,
+    child,
+    find_dirs,
+    open_release,
+    stream_volumes,
+)
 
 __all__ = [
     "CLASS_NAMES",
@@ -50,7 +55,6 @@ __all__ = [
     "volume_ids",
 ]
 
-log = logging.getLogger(__name__)
 
 CLASS_NAMES = ("background", "IRF", "SRF", "PED")
 #: Training volume numbers of each vendor in the official release.
@@ -306,15 +310,7 @@ def prepare_retouch(
         num_classes=len(CLASS_NAMES),
         overwrite=overwrite,
     )
-    for volume_id in wanted:
-        if volume_id not in found:
-            continue
-        if writer.has_volume(volume_id):
-            writer.skip_volume(volume_id)
-            continue
-        records, meta = read_volume(found[volume_id])
-        writer.write_volume(records, meta=meta)
-        log.info("retouch: %s (%s, %d B-scans) written", volume_id, meta["vendor"], len(records))
+    stream_volumes(writer, [v for v in wanted if v in found], lambda v: read_volume(found[v]))
     return writer.finish(missing=[v for v in wanted if v not in found])
 
 
