@@ -40,6 +40,8 @@ __all__ = [
     "ReleaseFiles",
     "decode_grey",
     "find_parts",
+    "image_level_main_settings",
+    "missing_groups",
     "prepare_image_level",
     "safe_id",
 ]
@@ -446,3 +448,16 @@ def find_parts(
         f"No {title} image found; expected {expected} (in a folder or a .zip as downloaded). "
         f"Found {len(files)} files, e.g. {list(files[:3])}."
     )
+
+
+def missing_groups(
+    items: Sequence[ImageItem], parts: Sequence[str], classes: Sequence[str]
+) -> list[str]:
+    """``<part>/<class>`` folders of the release that hold no image (a partial download)."""
+    found = {(i.part, i.image_class) for i in items}
+    return [f"{p}/{c}" for p in parts for c in classes if (p, c) not in found]
+
+
+def image_level_main_settings(classes: Sequence[str]) -> dict[str, Any]:
+    """The settings stored in an image-level marker (the classes, in ``class_index`` order)."""
+    return {"image_classes": list(classes)}
