@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Prepare Kermany 2018 (retinal OCT with image-level diagnoses). for OCTSeg.
+"""Prepare Kermany 2018 (retinal OCT with image-level diagnoses) for OCTSeg.
 
 Examples::
 

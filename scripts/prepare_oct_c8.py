@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Prepare OCT-C8 (retinal OCT, 8 image-level classes). for OCTSeg.
+"""Prepare OCT-C8 (retinal OCT, 8 image-level classes) for OCTSeg.
 
 Examples::
 

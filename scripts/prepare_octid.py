@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Prepare OCTID (retinal OCT image database, image-level classes). for OCTSeg.
+"""Prepare OCTID (retinal OCT image database, image-level classes) for OCTSeg.
 
 Examples::
 
