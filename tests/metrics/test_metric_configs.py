@@ -8,6 +8,7 @@ import hydra
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from octseg.metrics.suite import MetricSuite
 
@@ -30,7 +31,8 @@ def test_suite_config_instantiates_and_computes(suite_name: str, dataset: str) -
     suite = hydra.utils.instantiate(cfg.metrics)
     assert isinstance(suite, MetricSuite)
     k = int(cfg.dataset.num_classes)
-    ordered = list(cfg.dataset.anatomy.ordered_labels) if "anatomy" in cfg.dataset else [0]
+    # Layer datasets get their ordered layers, the others a stack of all labels.
+    ordered = list(OmegaConf.select(cfg, "dataset.anatomy.ordered_labels") or range(k))
     rows = torch.arange(40).view(40, 1).expand(40, 24)
     target = torch.as_tensor(ordered)[(rows * len(ordered)) // 40][None].long()
     logits = torch.randn(1, k, 40, 24)

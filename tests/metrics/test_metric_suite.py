@@ -138,6 +138,14 @@ def test_bad_inputs_raise_clear_errors() -> None:
     # By default a family the dataset's anatomy cannot support is skipped, the rest computed.
     lenient = MetricSuite(families=["overlap", "boundary", "fluid"], num_classes=3, anatomy={})
     assert lenient.family_names == ["overlap"]
+    # Unknown spacing: the families in micrometres are skipped (or refused with strict=True).
+    anatomy = {"ordered_labels": [0, 1, 2]}
+    unitless = MetricSuite(families=["overlap", "boundary", "topology"], num_classes=3,
+                           anatomy=anatomy, spacing_um=None)  # fmt: skip
+    assert unitless.family_names == ["overlap", "topology"]
+    with pytest.raises(ValueError, match="spacing_um is unknown"):
+        MetricSuite(families=["boundary"], num_classes=3, anatomy=anatomy, spacing_um=None,
+                    strict=True)  # fmt: skip
 
 
 def test_empty_value_option_scores_absent_classes() -> None:

@@ -245,7 +245,7 @@ def evaluate_label_maps(
     num_classes: int,
     class_names: Sequence[str] | None = None,
     ignore_index: int | None = 255,
-    spacing_um: Sequence[float] = (1.0, 1.0),
+    spacing_um: Sequence[float] | None = (1.0, 1.0),
     anatomy: Mapping[str, Any] | None = None,
     families: Sequence[str] | None = None,
     **suite_kwargs: Any,
@@ -320,7 +320,7 @@ def evaluate_label_maps(
         settings={
             "families": suite.family_names,
             "num_classes": num_classes,
-            "spacing_um": list(spacing_um),
+            "spacing_um": None if spacing_um is None else list(spacing_um),
             "ignore_index": ignore_index,
             "num_scans": len(case_ids),
             "class_names": names,

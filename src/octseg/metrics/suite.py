@@ -52,6 +52,9 @@ __all__ = ["MetricSuite", "FAMILIES", "family_registry"]
 
 log = logging.getLogger(__name__)
 
+# Families whose values are physical lengths, areas or volumes: they need the pixel spacing.
+_MICROMETRE_FAMILIES = frozenset({"boundary", "thickness", "distance", "fluid", "cvi"})
+
 #: Names of the built-in metric families (sorted); :func:`family_registry` also lists families
 #: registered later with ``register_family``.
 FAMILIES: tuple[str, ...] = tuple(sorted(family_registry()))
@@ -74,7 +77,8 @@ class MetricSuite(Metric):
         num_classes: number of classes ``K``.
         class_names: one name per class (default ``class_<i>``); used in keys.
         ignore_index: target label of unannotated pixels (not counted anywhere), or None.
-        spacing_um: ``[axial, lateral]`` pixel spacing in micrometres, used for every scan whose
+        spacing_um: ``[axial, lateral]`` pixel spacing in micrometres (None: unknown, and the
+            families in micrometres are skipped), used for every scan whose
             update brings no spacing of its own (see :meth:`update`).
         anatomy: ``{ordered_labels, surface_names, layer_labels, fluid_labels}`` and optionally
             ``choroid_labels``/``lumen_labels`` (see docs/metrics.md); needed by the
@@ -107,7 +111,7 @@ class MetricSuite(Metric):
         num_classes: int = 2,
         class_names: Sequence[str] | None = None,
         ignore_index: int | None = 255,
-        spacing_um: Sequence[float] = (1.0, 1.0),
+        spacing_um: Sequence[float] | None = (1.0, 1.0),
         anatomy: Mapping[str, Any] | None = None,
         include_background: bool = False,
         background_labels: Sequence[int] | None = None,
@@ -132,7 +136,21 @@ class MetricSuite(Metric):
                 f"class_names has {len(names)} entries but num_classes={num_classes}; they must "
                 "match (dataset config keys class_names and num_classes)."
             )
-        if len(spacing_um) != 2 or min(float(s) for s in spacing_um) <= 0:
+        if spacing_um is None:  # unknown: the families in micrometres cannot be computed
+            unitless = [f for f in families if f not in _MICROMETRE_FAMILIES]
+            if strict and len(unitless) < len(list(families)):
+                raise ValueError(
+                    "spacing_um is unknown (None) but families "
+                    f"{sorted(set(families) & _MICROMETRE_FAMILIES)} report micrometres; give "
+                    "the dataset's spacing_um."
+                )
+            if len(unitless) < len(list(families)):
+                log.info(
+                    "Metric families %s skipped: spacing_um is unknown.",
+                    sorted(set(families) & _MICROMETRE_FAMILIES),
+                )
+            families, spacing_um = unitless, (float("nan"), float("nan"))
+        elif len(spacing_um) != 2 or min(float(s) for s in spacing_um) <= 0:
             raise ValueError(
                 f"spacing_um must be [axial, lateral] positive micrometres, got {spacing_um!r}."
             )
