@@ -65,7 +65,10 @@ def test_masked_l1_averages_valid_columns_only() -> None:
 def test_loss_term_compares_the_prediction_with_the_mask_thickness() -> None:
     out = SegOutput(
         logits=torch.zeros(1, 4, 6, 5),
-        aux={"thickness_pred": torch.tensor([[1.0, 2.0, 3.0, 9.0, 4.0]]), "lcs_target_map": LOOKUP},
+        aux={
+            "thickness_pred": torch.tensor([[1.0, 2.0, 3.0, 9.0, 4.0]]),
+            "lcs_target_map": LOOKUP,
+        },
     )
     loss = BiomarkerLoss(ignore_index=IGNORE)(out, {"mask": _mask()})
     assert loss.item() == pytest.approx((1 + 0 + 2 + 0) / 4)  # column 3 is not annotated

@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 from octseg.losses.biomarker import column_thickness, masked_l1
-from octseg.models.bionet import BioNet, BiomarkerNet, choroid_lookup, fuse_choroid_logits
+from octseg.models.bionet import BiomarkerNet, BioNet, choroid_lookup, fuse_choroid_logits
 from octseg.models.wrappers import PadToDivisor
 
 

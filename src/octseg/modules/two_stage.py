@@ -56,6 +56,8 @@ class TwoStageModule(SegModule):
         ValueError: if ``stage_a_epochs < 1``.
     """
 
+    hparams_ignore = (*SegModule.hparams_ignore, "prior", "prior_optimizer")
+
     def __init__(
         self,
         prior: nn.Module,
@@ -159,6 +161,8 @@ class BioNetModule(TwoStageModule):
         ignore_index: the dataset's unannotated label.
         **kwargs: :class:`TwoStageModule` / :class:`SegModule` arguments.
     """
+
+    hparams_ignore = (*TwoStageModule.hparams_ignore, "biomarker")
 
     def __init__(
         self,
