@@ -97,6 +97,10 @@ class TwoStageModule(SegModule):
         return self
 
     def on_fit_start(self) -> None:
+        """Refuses early stopping that would end the run before stage B (the segmenter's
+        validation scores cannot improve while only the prior trains)."""
+        if self.stage == "B":
+            return
         checks = self.trainer.check_val_every_n_epoch or 1
         for callback in self.trainer.callbacks:
             if isinstance(callback, EarlyStopping) and callback.patience * checks <= (
