@@ -35,6 +35,8 @@ class UNet(nn.Module):
         in_channels: image channels (1 for OCT).
         num_classes: output classes, background included.
         base_channels: channels of the first level; level ``i`` has ``base_channels * 2**i``.
+        depth: number of 2x2 max-poolings (4 in the Y-Net code; BioNet's U-Nets use 3); the
+            input must be a multiple of ``2**depth`` (``size_divisor``).
 
     Examples::
 
@@ -47,27 +49,35 @@ class UNet(nn.Module):
     requires_square = False
 
     def __init__(
-        self, in_channels: int = 1, num_classes: int = 10, base_channels: int = 32
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        base_channels: int = 32,
+        depth: int = 4,
     ) -> None:
         super().__init__()
-        f = [base_channels * 2**i for i in range(5)]
+        if depth < 1:
+            raise ValueError(f"UNet depth must be at least 1 (max-poolings), got {depth}.")
+        self.size_divisor = 2**depth
+        f = [base_channels * 2**i for i in range(depth + 1)]
         self.encoders = nn.ModuleList(
-            [DoubleConv(in_channels, f[0])] + [DoubleConv(f[i], f[i + 1]) for i in range(3)]
+            [DoubleConv(in_channels, f[0])]
+            + [DoubleConv(f[i], f[i + 1]) for i in range(depth - 1)]
         )
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
-        self.bottleneck = DoubleConv(f[3], f[4])
+        self.bottleneck = DoubleConv(f[depth - 1], f[depth])
         # decoders[i] produces level i from level i + 1 and the level-i skip.
-        self.decoders = nn.ModuleList([UpConcat(f[i + 1], f[i], f[i], f[i]) for i in range(4)])
+        self.decoders = nn.ModuleList([UpConcat(f[i + 1], f[i], f[i], f[i]) for i in range(depth)])
         self.head = nn.Conv2d(f[0], num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C_in, H, W) -> (B, K, H, W)`` raw logits; H and W multiples of 16."""
+        """``(B, C_in, H, W) -> (B, K, H, W)`` raw logits; H and W multiples of ``2**depth``."""
         skips = []
         for encoder in self.encoders:
             x = encoder(x)
             skips.append(x)
             x = self.pool(x)
         x = self.bottleneck(x)
-        for level in reversed(range(4)):
+        for level in reversed(range(len(self.decoders))):
             x = self.decoders[level](x, skips[level])
         return self.head(x)

@@ -107,6 +107,16 @@ class SegModule(pl.LightningModule):
     #: ``predict_step`` returns per-scan label maps (the contract of
     #: :mod:`octseg.evaluation.predictions`), so the evaluation package can evaluate this module.
     predicts_scans = True
+    #: Constructor arguments kept out of ``hparams``: rebuilt from the run config stored in the
+    #: checkpoint (subclasses with more networks or factories extend it).
+    hparams_ignore: tuple[str, ...] = (
+        "net",
+        "objective",
+        "optimizer",
+        "scheduler",
+        "val_metrics",
+        "test_metrics",
+    )
 
     def __init__(
         self,
@@ -122,10 +132,7 @@ class SegModule(pl.LightningModule):
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
-        # Nets, losses and metrics are rebuilt from the run config stored in the checkpoint.
-        self.save_hyperparameters(
-            ignore=["net", "objective", "optimizer", "scheduler", "val_metrics", "test_metrics"]
-        )
+        self.save_hyperparameters(ignore=list(self.hparams_ignore))
         self.net = net if isinstance(net, PadToDivisor) else PadToDivisor(net)
         self.objective = objective
         self.optimizer_factory = optimizer
