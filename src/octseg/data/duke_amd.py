@@ -22,9 +22,7 @@ the config's value applies.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -123,23 +121,6 @@ def _check_min_traced(min_traced: float) -> float:
     return float(min_traced)
 
 
-def _prepare(
-    writer: PreparedWriter,
-    release: Release,
-    files: dict[str, str],
-    expected: Iterable[str],
-    read: Any,
-) -> PrepareSummary:
-    missing = [v for v in expected if v not in files]
-    for volume_id in sorted(files):
-        if writer.has_volume(volume_id):
-            writer.skip_volume(volume_id)
-            continue
-        records, rows, meta = read(volume_id, files[volume_id])
-        writer.write_volume(records, rows, meta)
-    return writer.finish(missing=missing)
-
-
 def prepare_duke_rpedc(
     source: str | Path, out_dir: str | Path, overwrite: bool = False, min_traced: float = 0.0
 ) -> PrepareSummary:
@@ -160,7 +141,13 @@ def prepare_duke_rpedc(
         FileNotFoundError, ValueError: naming the file at fault.
     """
     min_traced = _check_min_traced(min_traced)
-    release = Release(source, _RPEDC_ROOT)
+    with Release(source, _RPEDC_ROOT) as release:
+        return _prepare_rpedc(release, out_dir, overwrite, min_traced)
+
+
+def _prepare_rpedc(
+    release: Release, out_dir: str | Path, overwrite: bool, min_traced: float
+) -> PrepareSummary:
     files = _find(release, _RPEDC_FILE, _RPEDC_ROOT)
     files = {f"{k.split('_')[0]}_{int(k.split('_')[1])}": v for k, v in files.items()}
     writer = PreparedWriter(
@@ -184,8 +171,9 @@ def prepare_duke_rpedc(
         records, rows = _volume_records(images, surfaces, volume_id, where, min_traced, 255)
         return records, rows, {"group": volume_id.split("_")[0], "bscans": n}
 
+    writer.write_volumes(sorted(files), lambda v: read(v, files[v]))
     expected = [f"{g}_{s}" for g, ids in RPEDC_SUBJECTS.items() for s in ids]
-    return _prepare(writer, release, files, expected, read)
+    return writer.finish(missing=[v for v in expected if v not in files])
 
 
 def prepare_duke_chiu2012(
@@ -213,7 +201,13 @@ def prepare_duke_chiu2012(
     if grader not in (1, 2):
         raise ValueError(f"grader must be 1 or 2, got {grader!r} (--grader).")
     min_traced = _check_min_traced(min_traced)
-    release = Release(source, _CHIU_ROOT)
+    with Release(source, _CHIU_ROOT) as release:
+        return _prepare_chiu2012(release, out_dir, overwrite, grader, min_traced)
+
+
+def _prepare_chiu2012(
+    release: Release, out_dir: str | Path, overwrite: bool, grader: int, min_traced: float
+) -> PrepareSummary:
     files = _find(release, _CHIU_FILE, _CHIU_ROOT)
     writer = PreparedWriter(
         out_dir,
@@ -239,4 +233,5 @@ def prepare_duke_chiu2012(
         records, rows = _volume_records(images, surfaces, volume_id, where, min_traced, 255)
         return records, rows, {"grader": grader, "bscans": n}
 
-    return _prepare(writer, release, files, CHIU2012_VOLUMES, read)
+    writer.write_volumes(sorted(files), lambda v: read(v, files[v]))
+    return writer.finish(missing=[v for v in CHIU2012_VOLUMES if v not in files])

@@ -1,6 +1,7 @@
 """Building blocks shared by the AI-Challenger 2018, Kermany 2018, OCT-C8 and OCTID parsers:
-reading a release as downloaded (folder or zip), decoding grey images, preparing image-level
-sets (B-scans with a class, no pixel labels) and the DataModule that selects classes.
+finding a release's files by pattern (releases are read with :mod:`octseg.data.release`),
+preparing image-level sets (B-scans with a class, no pixel labels) and the DataModule that
+selects classes.
 
 Image-level sets are prepared into OCTSeg's prepared layout (:mod:`octseg.data.prepared`) as
 unlabelled B-scans; each volume's ``meta`` holds ``class`` (the image-level class) and
@@ -14,31 +15,26 @@ two of them is refused.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from octseg.data.base import BScanRecord, SegSample
 from octseg.data.prepared import PreparedDataModule, PreparedWriter, PrepareSummary
+from octseg.data.release import Release
 from octseg.data.splits import PARTS, load_split, partition
 
 __all__ = [
     "RELEASE_PART_RULE",
     "ImageItem",
     "ImageLevelDataModule",
-    "ReleaseFiles",
-    "decode_grey",
     "find_parts",
     "image_level_main_settings",
     "missing_groups",
@@ -58,125 +54,12 @@ def safe_id(name: str) -> str:
     return _UNSAFE.sub("_", name).strip("_") or "_"
 
 
-class ReleaseFiles:
-    """The files of a release as downloaded: a folder or a ``.zip`` archive, read in place.
-
-    Args:
-        source: the folder or zip archive.
-        title: the dataset's name for error messages.
-
-    Attributes:
-        files: the release's file paths (POSIX, relative to the folder or archive root),
-            sorted; macOS metadata (``__MACOSX/``, ``._*``) and hidden files left out.
-
-    Raises:
-        FileNotFoundError: if ``source`` does not exist.
-        ValueError: if it is neither a folder nor a zip archive.
-    """
-
-    def __init__(self, source: str | Path, title: str) -> None:
-        self.source = Path(source).expanduser()
-        self._zip: zipfile.ZipFile | None = None
-        if not self.source.exists():
-            raise FileNotFoundError(
-                f"{title} release {self.source} does not exist; pass the release folder or "
-                "its .zip archive as downloaded."
-            )
-        if self.source.is_dir():
-            names = [
-                p.relative_to(self.source).as_posix()
-                for p in self.source.rglob("*")
-                if p.is_file()
-            ]
-        elif zipfile.is_zipfile(self.source):
-            self._zip = zipfile.ZipFile(self.source)
-            names = [n for n in self._zip.namelist() if not n.endswith("/")]
-        else:
-            raise ValueError(
-                f"{self.source} is neither a folder nor a .zip archive; extract other archives "
-                f"(.tar.gz, .rar, .7z) of {title} first and pass the folder."
-            )
-        self.files = sorted(n for n in names if not _is_metadata(n))
-
-    def read(self, name: str) -> bytes:
-        """The bytes of one file (a path from :attr:`files`)."""
-        if self._zip is not None:
-            return self._zip.read(name)
-        return (self.source / name).read_bytes()
-
-    def where(self, name: str) -> str:
-        """``name`` as a user finds it, for messages."""
-        return f"{self.source}:{name}" if self._zip is not None else str(self.source / name)
-
-    def close(self) -> None:
-        """Closes the archive (a folder needs nothing)."""
-        if self._zip is not None:
-            self._zip.close()
-
-    def __enter__(self) -> ReleaseFiles:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _is_metadata(name: str) -> bool:
-    parts = name.split("/")
-    return parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts)
-
-
-def decode_grey(data: bytes, where: str, exact: bool = False) -> np.ndarray:
-    """Decodes a BMP/PNG/JPEG/TIFF to a 2-D uint8 (or uint16) array in its native values.
-
-    A colour file whose channels are equal (grey stored as RGB) gives one channel. A colour
-    file with different channels is converted to luma (ITU-R 601) unless ``exact``, which
-    refuses it (labels must never be blended).
-
-    Args:
-        data: the file's bytes.
-        where: the file, for error messages.
-        exact: refuse colour files whose channels differ (label images).
-
-    Raises:
-        ValueError: naming ``where``, for an unreadable file or (``exact``) a colour one.
-    """
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            if img.mode == "P":
-                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-            if img.mode in ("1", "LA"):
-                img = img.convert("L")
-            array = np.array(img)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{where} could not be read as an image ({err}).") from err
-    if array.ndim == 3:
-        rgb = array[..., :3]
-        if (rgb == rgb[..., :1]).all():
-            array = rgb[..., 0]
-        elif exact:
-            raise ValueError(
-                f"{where} is a colour image with different channels; expected a grey label "
-                "image (one value per pixel)."
-            )
-        else:
-            array = np.array(Image.fromarray(rgb).convert("L"))
-    if array.dtype == np.int32 and array.max(initial=0) <= 65535 and array.min(initial=0) >= 0:
-        array = array.astype(np.uint16)  # PIL opens 16-bit PNGs as mode I
-    if array.ndim != 2 or array.dtype not in (np.uint8, np.uint16):
-        raise ValueError(
-            f"{where}: got a {array.dtype} image of shape {array.shape}; expected a 2-D 8 or "
-            "16 bit grey image."
-        )
-    return np.ascontiguousarray(array)
-
-
 @dataclass(frozen=True)
 class ImageItem:
     """One B-scan of an image-level release, as a parser finds it.
 
     Attributes:
-        path: the file within the release (:attr:`ReleaseFiles.files`).
+        path: the file within the release (:attr:`Release.names`).
         part: the release part it is in: ``train``, ``val`` or ``test``.
         image_class: its image-level class (canonical name, e.g. ``NORMAL``).
         subject_id: the patient, or the image's own id when the release names none.
@@ -196,7 +79,7 @@ class ImageItem:
 
 
 def prepare_image_level(
-    files: ReleaseFiles,
+    release: Release,
     items: Sequence[ImageItem],
     out_dir: str | Path,
     dataset: str,
@@ -209,7 +92,7 @@ def prepare_image_level(
     (``ImageItem.volume_id``) at a time; volumes already there are skipped.
 
     Args:
-        files: the opened release.
+        release: the opened release.
         items: every B-scan to prepare.
         out_dir: the dataset folder.
         dataset: the dataset's config name.
@@ -226,7 +109,7 @@ def prepare_image_level(
     volumes: dict[str, list[ImageItem]] = {}
     for item in items:
         volumes.setdefault(item.volume_id, []).append(item)
-    for volume_id, members in sorted(volumes.items()):
+    for volume_id, members in volumes.items():
         first = members[0]
         for m in members[1:]:
             if (m.subject_id, m.image_class, m.part) != (
@@ -235,16 +118,15 @@ def prepare_image_level(
                 first.part,
             ):
                 raise ValueError(
-                    f"{files.where(m.path)} and {files.where(first.path)} both map to volume "
+                    f"{release.where(m.path)} and {release.where(first.path)} both map to volume "
                     f"{volume_id!r} but differ in subject, class or release part."
                 )
-        if writer.has_volume(volume_id):
-            writer.skip_volume(volume_id)
-            continue
-        members = sorted(members, key=lambda m: (m.bscan_index, m.case_id))
+
+    def read(volume_id: str) -> tuple[list[BScanRecord], dict[str, Any]]:
+        members = sorted(volumes[volume_id], key=lambda m: (m.bscan_index, m.case_id))
         records = [
             BScanRecord(
-                image=decode_grey(files.read(m.path), files.where(m.path)),
+                image=release.read_grey(m.path, colour="luma"),
                 mask=None,
                 case_id=m.case_id,
                 volume_id=volume_id,
@@ -254,12 +136,11 @@ def prepare_image_level(
             )
             for m in members
         ]
-        meta = {
-            "class": first.image_class,
-            "part": first.part,
-            "files": [m.path for m in members],
-        }
-        writer.write_volume(records, meta=meta)
+        meta = {"class": members[0].image_class, "part": members[0].part,
+                "files": [m.path for m in members]}  # fmt: skip
+        return records, meta
+
+    writer.write_volumes(sorted(volumes), read)
     return writer.finish(missing=missing)
 
 
