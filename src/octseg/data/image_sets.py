@@ -29,10 +29,8 @@ from torch.utils.data import Dataset
 from octseg.data.base import BScanRecord, SegSample
 from octseg.data.prepared import PreparedDataModule, PreparedWriter, PrepareSummary
 from octseg.data.release import Release
-from octseg.data.splits import PARTS, load_split, partition
 
 __all__ = [
-    "RELEASE_PART_RULE",
     "ImageItem",
     "ImageLevelDataModule",
     "find_parts",
@@ -44,8 +42,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: ``rule`` of a split file whose names are release parts rather than subjects or volumes.
-RELEASE_PART_RULE = "release_part"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -227,73 +223,31 @@ class ImageLevelDataModule(PreparedDataModule):
                 self.volume_meta[volume[0].volume_id] = meta
                 yield volume
 
-    def _resolve_release_parts(
-        self, info: dict[str, Any], records: Sequence[BScanRecord]
-    ) -> dict[str, Any]:
-        """Turns a ``release_part`` split (names = release parts) into subject/volume names."""
-        key_of = (lambda r: str(r.subject_id)) if info["unit"] == "subject" else (
-            lambda r: r.volume_id
-        )  # fmt: skip
-        part_of_release = {name: part for part in PARTS for name in info[part]}
-        parts: dict[str, set[str]] = {part: set() for part in PARTS}
-        release_parts: dict[str, set[str]] = {}
-        for r in records:
-            release = self.volume_meta[r.volume_id]["part"]
-            release_parts.setdefault(key_of(r), set()).add(release)
-            if release in part_of_release:
-                parts[part_of_release[release]].add(key_of(r))
-        shared = {k: sorted(v) for k, v in release_parts.items() if len(v) > 1}
-        if shared:
-            raise ValueError(
-                f"{self.describe_source()}: {info['unit']}s in several release parts "
-                f"{dict(list(shared.items())[:5])} ({len(shared)} in all); the split "
-                f"{info['file']} keeps release parts apart, so they would leak. Use a split file "
-                "that lists subjects."
-            )
-        return {**info, **{part: sorted(names) for part, names in parts.items()}}
+    def release_parts(self, records: Sequence[BScanRecord]) -> list[str]:
+        """The release part (``meta.part``) of each B-scan's volume."""
+        return [self.volume_meta[r.volume_id]["part"] for r in records]
+
+    def keep_in_training(self, record: BScanRecord) -> bool:
+        """Only the classes of ``train_classes`` train (all selected ones when unset)."""
+        return (
+            self.train_classes is None
+            or self.volume_meta[record.volume_id]["class"] in self.train_classes
+        )
+
+    def make_dataset(self, records: Sequence[BScanRecord], part: str) -> Dataset:
+        """The base dataset, each sample with its ``class_index``."""
+        class_ids = [
+            self.image_classes.index(self.volume_meta[r.volume_id]["class"]) for r in records
+        ]
+        return _WithClassIndex(super().make_dataset(records, part), class_ids)
 
     def build_datasets(self) -> dict[str, Dataset]:
-        """Reads the selected volumes, applies the split (release parts or named subjects /
-        volumes), the training class filter, and builds one dataset per non-empty part."""
-        if self.split is None:
-            raise ValueError(f"{self.dataset_name}: dataset.split is not set; name a split file.")
-        records = [record for volume in self.read_volumes() for record in volume]
-        info = load_split(self.split, self.fold, self.split_dir, self.splits_name)
-        rule = json.loads(Path(info["file"]).read_text()).get("rule")
-        if rule == RELEASE_PART_RULE:
-            info = self._resolve_release_parts(info, records)
-        elif rule is not None:
-            raise ValueError(
-                f"{info['file']} has rule {rule!r}; known: {RELEASE_PART_RULE!r} (or none)."
-            )
-        indices = partition(
-            [str(r.subject_id) for r in records], [r.volume_id for r in records], info,
-            self.describe_source(),
-        )  # fmt: skip
-        if self.train_classes is not None:
-            indices["train"] = [
-                i
-                for i in indices["train"]
-                if self.volume_meta[records[i].volume_id]["class"] in self.train_classes
-            ]
-        datasets: dict[str, Dataset] = {}
-        for part in PARTS:
-            if not indices[part]:
-                continue
-            chosen = [records[i] for i in indices[part]]
-            class_ids = [
-                self.image_classes.index(self.volume_meta[r.volume_id]["class"]) for r in chosen
-            ]
-            datasets[part] = _WithClassIndex(self.make_dataset(chosen, part), class_ids)
-        self.split_info = {**info, "fold": self.fold}
+        """The base's datasets (split, training class filter), logged with the classes."""
+        datasets = super().build_datasets()
         log.info(
-            "%s split %s fold %d (by %s%s) from %s, classes %s (train %s): train %d B-scans, "
-            "val %d, test %d",
-            type(self).__name__, info["protocol"], self.fold, info["unit"],
-            f", {rule}" if rule else "", self.describe_source(),
+            "%s classes %s (train %s)", type(self).__name__,
             sorted(self.classes or self.image_classes),
             sorted(self.train_classes or self.classes or self.image_classes),
-            *(len(indices[p]) for p in PARTS),
         )  # fmt: skip
         return datasets
 
