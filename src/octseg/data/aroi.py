@@ -26,6 +26,7 @@ import numpy as np
 from octseg.data.base import BScanRecord
 from octseg.data.prepared import PreparedWriter, PrepareSummary
 from octseg.data.release import Release, check_same_shape, grey_array, join, map_values
+from octseg.data.splits import rotating_folds
 
 __all__ = [
     "CLASS_NAMES",
@@ -154,12 +155,7 @@ def split_specs() -> dict[str, dict[str, Any]]:
       (wrapping), trains on the other 16.
     """
     ids = [f"patient{n}" for n in PATIENTS]
-    groups = [ids[4 * f : 4 * f + 4] for f in range(6)]
-    kfold = []
-    for f in range(6):
-        test, val = groups[f], groups[(f + 1) % 6]
-        kfold.append({"fold": f, "train": [i for i in ids if i not in test + val],
-                      "val": val, "test": test})  # fmt: skip
+    kfold = rotating_folds({p: i // 4 for i, p in enumerate(ids)}, 6)
     common = {"dataset": "aroi", "source": CITATION, "unit": "subject"}
     return {
         "default": {

@@ -35,6 +35,7 @@ import numpy as np
 from octseg.data.base import BScanRecord
 from octseg.data.prepared import PreparedWriter, PrepareSummary
 from octseg.data.release import Release, join
+from octseg.data.splits import rotating_folds
 
 __all__ = [
     "CLASS_NAMES",
@@ -343,12 +344,7 @@ def split_specs() -> dict[str, dict[str, Any]]:
     """
     groups = dict(_fold_groups(5))
     common = {"dataset": "retouch", "source": CITATION, "unit": "volume"}
-    kfold = []
-    for f in range(5):
-        test = [v for v, g in groups.items() if g == f]
-        val = [v for v, g in groups.items() if g == (f + 1) % 5]
-        train = [v for v in groups if v not in test and v not in val]
-        kfold.append({"fold": f, "train": train, "val": val, "test": test})
+    kfold = rotating_folds(groups, 5)
     lovo = []
     for f, vendor in enumerate(VENDORS):
         test = volume_ids([vendor])

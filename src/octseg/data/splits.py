@@ -17,7 +17,7 @@ volumes) found in those parts, and refuses a subject found in two of them.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ __all__ = [
     "load_split",
     "partition",
     "resolve_release_parts",
+    "rotating_folds",
 ]
 
 PARTS = ("train", "val", "test")
@@ -111,6 +112,26 @@ def load_split(
         "unit": unit,
         "rule": rule,
     }
+
+
+def rotating_folds(groups: Mapping[str, int], k: int) -> list[dict[str, Any]]:
+    """The ``k`` folds of a cross-validation over groups of names: fold f tests group f,
+    validates on group f+1 (wrapping) and trains on the rest.
+
+    Args:
+        groups: ``{name: group in 0..k-1}``; each part lists its names in this order.
+        k: the number of folds (and groups).
+
+    Returns:
+        ``[{"fold": f, "train": [...], "val": [...], "test": [...]}]``, as split files hold.
+    """
+    folds = []
+    for f in range(k):
+        test = [name for name, g in groups.items() if g == f]
+        val = [name for name, g in groups.items() if g == (f + 1) % k]
+        train = [name for name, g in groups.items() if g not in (f, (f + 1) % k)]
+        folds.append({"fold": f, "train": train, "val": val, "test": test})
+    return folds
 
 
 def resolve_release_parts(
