@@ -34,8 +34,6 @@ __all__ = [
     "ImageItem",
     "ImageLevelDataModule",
     "find_parts",
-    "image_level_main_settings",
-    "missing_groups",
     "prepare_image_level",
     "safe_id",
 ]
@@ -75,32 +73,55 @@ class ImageItem:
 
 
 def prepare_image_level(
+    source: str | Path,
+    what: str,
+    find_items: Callable[[Release], Sequence[ImageItem]],
+    out_dir: str | Path,
+    dataset: str,
+    classes: Sequence[str],
+    parts: Sequence[str],
+    overwrite: bool = False,
+    spacing_um: Sequence[float] | None = None,
+) -> PrepareSummary:
+    """Prepares an image-level release: its B-scans (unlabelled) in the prepared layout, one
+    volume (``ImageItem.volume_id``) at a time; volumes already there are skipped.
+
+    Args:
+        source: the release folder or ``.zip`` as downloaded.
+        what: what ``source`` should be, for errors.
+        find_items: the dataset's parser, ``release -> every B-scan to prepare``.
+        out_dir: the dataset folder.
+        dataset: the dataset's config name.
+        classes: the dataset's image-level classes, in ``class_index`` order (stored in the
+            marker).
+        parts: the release parts the release should hold; ``<part>/<class>`` groups without
+            an image are listed as missing (a partial download).
+        overwrite: replace a folder prepared with other settings.
+        spacing_um: ``(axial, lateral, bscan)`` of every volume, or None (unknown).
+
+    Raises:
+        FileNotFoundError: if ``source`` does not exist.
+        ValueError: on an unreadable image, or a volume whose scans disagree on subject,
+            class or part.
+    """
+    with Release(source, what) as release:
+        items = find_items(release)
+        return _write_image_level(
+            release, items, out_dir, dataset, {"image_classes": list(classes)}, overwrite,
+            spacing_um, _missing_groups(items, parts, classes),
+        )  # fmt: skip
+
+
+def _write_image_level(
     release: Release,
     items: Sequence[ImageItem],
     out_dir: str | Path,
     dataset: str,
     settings: dict[str, Any],
-    overwrite: bool = False,
-    spacing_um: Sequence[float] | None = None,
-    missing: Sequence[str] = (),
+    overwrite: bool,
+    spacing_um: Sequence[float] | None,
+    missing: Sequence[str],
 ) -> PrepareSummary:
-    """Writes an image-level release's B-scans (unlabelled) in the prepared layout, one volume
-    (``ImageItem.volume_id``) at a time; volumes already there are skipped.
-
-    Args:
-        release: the opened release.
-        items: every B-scan to prepare.
-        out_dir: the dataset folder.
-        dataset: the dataset's config name.
-        settings: preparation settings stored in the marker.
-        overwrite: replace a folder prepared with other settings.
-        spacing_um: ``(axial, lateral, bscan)`` of every volume, or None (unknown).
-        missing: release parts or classes not found (listed in the summary, warned about).
-
-    Raises:
-        ValueError: on an unreadable image, or a volume whose scans disagree on subject,
-            class or part.
-    """
     writer = PreparedWriter(out_dir, dataset, settings, num_classes=1, overwrite=overwrite)
     volumes: dict[str, list[ImageItem]] = {}
     for item in items:
@@ -285,14 +306,9 @@ def find_parts(
     )
 
 
-def missing_groups(
+def _missing_groups(
     items: Sequence[ImageItem], parts: Sequence[str], classes: Sequence[str]
 ) -> list[str]:
     """``<part>/<class>`` folders of the release that hold no image (a partial download)."""
     found = {(i.part, i.image_class) for i in items}
     return [f"{p}/{c}" for p in parts for c in classes if (p, c) not in found]
-
-
-def image_level_main_settings(classes: Sequence[str]) -> dict[str, Any]:
-    """The settings stored in an image-level marker (the classes, in ``class_index`` order)."""
-    return {"image_classes": list(classes)}

@@ -21,8 +21,6 @@ from pathlib import Path
 from octseg.data.image_sets import (
     ImageItem,
     find_parts,
-    image_level_main_settings,
-    missing_groups,
     prepare_image_level,
 )
 from octseg.data.prepared import PrepareSummary
@@ -91,9 +89,13 @@ def prepare_kermany(
         FileNotFoundError: if ``source`` does not exist.
         ValueError: naming the file, for unreadable images or misplaced files.
     """
-    with Release(source, _WHAT) as release:
-        items = find_kermany_images(release)
-        return prepare_image_level(
-            release, items, out_dir, "kermany", image_level_main_settings(CLASSES), overwrite,
-            missing=missing_groups(items, ("train", "test"), CLASSES),
-        )  # fmt: skip
+    return prepare_image_level(
+        source,
+        _WHAT,
+        find_kermany_images,
+        out_dir,
+        "kermany",
+        CLASSES,
+        ("train", "test"),
+        overwrite,
+    )

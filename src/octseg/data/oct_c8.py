@@ -21,8 +21,6 @@ from pathlib import Path, PurePosixPath
 from octseg.data.image_sets import (
     ImageItem,
     find_parts,
-    image_level_main_settings,
-    missing_groups,
     prepare_image_level,
     safe_id,
 )
@@ -84,9 +82,13 @@ def prepare_oct_c8(
         FileNotFoundError: if ``source`` does not exist.
         ValueError: naming the file, for unreadable images or a wrong folder level.
     """
-    with Release(source, _WHAT) as release:
-        items = find_oct_c8_images(release)
-        return prepare_image_level(
-            release, items, out_dir, "oct_c8", image_level_main_settings(CLASSES), overwrite,
-            missing=missing_groups(items, ("train", "val", "test"), CLASSES),
-        )  # fmt: skip
+    return prepare_image_level(
+        source,
+        _WHAT,
+        find_oct_c8_images,
+        out_dir,
+        "oct_c8",
+        CLASSES,
+        ("train", "val", "test"),
+        overwrite,
+    )

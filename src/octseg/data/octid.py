@@ -21,8 +21,6 @@ from pathlib import Path, PurePosixPath
 from octseg.data.image_sets import (
     ImageItem,
     find_parts,
-    image_level_main_settings,
-    missing_groups,
     prepare_image_level,
     safe_id,
 )
@@ -80,9 +78,6 @@ def prepare_octid(
         FileNotFoundError: if ``source`` does not exist.
         ValueError: naming the file, for unreadable images.
     """
-    with Release(source, _WHAT) as release:
-        items = find_octid_images(release)
-        return prepare_image_level(
-            release, items, out_dir, "octid", image_level_main_settings(CLASSES), overwrite,
-            missing=missing_groups(items, ("test",), CLASSES),
-        )  # fmt: skip
+    return prepare_image_level(
+        source, _WHAT, find_octid_images, out_dir, "octid", CLASSES, ("test",), overwrite
+    )
