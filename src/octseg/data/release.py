@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import io
 import posixpath
+import tempfile
 import zipfile
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +170,18 @@ class Release:
         if self._zip is not None:
             return self._zip.read(name)
         return (self.source / name).read_bytes()
+
+    @contextmanager
+    def local_path(self, name: str) -> Iterator[Path]:
+        """A path to one file on disk, for readers that only take paths: the file itself in a
+        folder, a temporary copy (removed afterwards) for an archive member."""
+        if self._zip is None:
+            yield self.source / name
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / posixpath.basename(name)
+            path.write_bytes(self._zip.read(name))
+            yield path
 
     def read_image(self, name: str, what: str = "image") -> Image.Image:
         """Opens an image file (PNG, BMP, JPEG, TIFF, ...) fully decoded.
