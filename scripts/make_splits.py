@@ -23,6 +23,7 @@ import json
 import sys
 from pathlib import Path
 
+from octseg.data.splits import rotating_folds
 from octseg.utils.config import repo_root
 
 SUBJECTS = [f"Subject_{i:02d}" for i in range(1, 11)]
@@ -36,13 +37,7 @@ def subjects(*numbers: int) -> list[str]:
 
 def build_splits() -> dict[str, dict]:
     """The three split specifications, keyed by protocol name."""
-    kfold = []
-    for i in range(5):
-        test = subjects(2 * i + 1, 2 * i + 2)
-        j = (i + 1) % 5
-        val = subjects(2 * j + 1, 2 * j + 2)
-        train = [s for s in SUBJECTS if s not in test + val]
-        kfold.append({"fold": i, "train": train, "val": val, "test": test})
+    kfold = rotating_folds({s: i // 2 for i, s in enumerate(SUBJECTS)}, 5)
     common = {"dataset": "duke_dme", "source": CITATION, "unit": "subject"}
     return {
         "ynet": {

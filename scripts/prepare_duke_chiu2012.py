@@ -18,17 +18,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from octseg.data.duke_amd import prepare_duke_chiu2012
+from octseg.data.duke_amd import add_prepare_options, prepare_duke_chiu2012
 from octseg.data.prepared import prepare_main
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     """The Duke Chiu 2012 options."""
-    parser.add_argument("--grader", type=int, choices=(1, 2), default=1, help="default: 1")
-    parser.add_argument(
-        "--min-traced", type=float, default=0.0,
-        help="keep B-scans with more than this fraction of columns traced (default 0: any)",
-    )  # fmt: skip
+    add_prepare_options(parser, grader=True)
 
 
 if __name__ == "__main__":

@@ -18,16 +18,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from octseg.data.duke_amd import prepare_duke_rpedc
+from octseg.data.duke_amd import add_prepare_options, prepare_duke_rpedc
 from octseg.data.prepared import prepare_main
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     """The Duke RPEDC options."""
-    parser.add_argument(
-        "--min-traced", type=float, default=0.0,
-        help="keep B-scans with more than this fraction of columns traced (default 0: any)",
-    )  # fmt: skip
+    add_prepare_options(parser)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Shared by the tests of datasets prepared from their releases: a one-batch run of
-``octseg.training.train`` on a prepared folder, and running a ``scripts/prepare_<name>.py``."""
+"""Shared by the tests of datasets prepared from their releases: a split file for a fixture, a
+one-batch run of ``octseg.training.train`` on a prepared folder, and running a
+``scripts/prepare_<name>.py``."""
 
 from __future__ import annotations
 
@@ -26,16 +27,23 @@ def write_split(path: Path, train_ids: Sequence[str], val: Sequence[str], test: 
 
 
 def fast_dev_run(
-    out: Path, dataset: str, data_root: Path, split: Path, metrics: str = "layers"
+    out: Path,
+    dataset: str,
+    data_root: Path,
+    split: Path,
+    metrics: str | None = "layers",
+    *extra: str,
+    augmentation: str = "none",
 ) -> dict[str, float]:
     """``train(cfg)`` with ``dataset=<dataset>``, ``debug=fdr``, U-Net small, on ``data_root``
-    (which holds ``<dataset>/``), the split file ``split`` and the test suite ``metrics``;
-    returns its metrics."""
+    (which holds ``<dataset>/``), the split file ``split``, the test suite ``metrics`` (None:
+    the config's) and ``extra`` overrides; returns its metrics."""
     cfg = compose_config(
         out,
         [f"dataset={dataset}", f"paths.data_dir={data_root}", "debug=fdr", "model=unet_small",
-         "logger=csv", "augmentation=none", f"dataset.split={split}", f"metrics={metrics}",
-         "~callbacks.rich_progress_bar", "~callbacks.model_summary"],
+         "logger=csv", f"augmentation={augmentation}", f"dataset.split={split}",
+         *([f"metrics={metrics}"] if metrics else []),
+         "~callbacks.rich_progress_bar", "~callbacks.model_summary", *extra],
         fast=False,
     )  # fmt: skip
     try:

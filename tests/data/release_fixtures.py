@@ -1,18 +1,12 @@
-"""Helpers of the release-parser tests: tiny files in the official formats, written in code, and
-a fast development run of a prepared dataset through ``octseg.training.train``."""
+"""Helpers of the release-parser tests: tiny files in the official formats, written in code."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
-
-from octseg.training import train
-from tests.conftest import compose_config
 
 _MET = {np.dtype(np.uint8): "MET_UCHAR", np.dtype(np.uint16): "MET_USHORT"}
 
@@ -43,26 +37,3 @@ def write_png(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
         img = img.convert("P", palette=Image.Palette.ADAPTIVE, colors=256)
     img.save(path)
     return path
-
-
-def write_split(path: Path, unit: str, train: list[str], val: list[str], test: list[str]) -> str:
-    """A one-fold split file for a tiny fixture; returns its path."""
-    spec = {"unit": unit, "protocol": "tiny",
-            "folds": [{"fold": 0, "train": train, "val": val, "test": test}]}  # fmt: skip
-    path.write_text(json.dumps(spec))
-    return str(path)
-
-
-def dev_run(out: Path, dataset: str, data_root: Path, split: str, *extra: str) -> dict:
-    """``train(cfg)`` with ``debug=fdr`` on a prepared fixture (CPU, one batch of each part)."""
-    cfg = compose_config(
-        out,
-        [f"dataset={dataset}", f"paths.data_dir={data_root}", "debug=fdr", "model=unet_small",
-         "logger=csv", "augmentation=light", f"dataset.split={split}",
-         "~callbacks.rich_progress_bar", "~callbacks.model_summary", *extra],
-        fast=False,
-    )  # fmt: skip
-    try:
-        return train(cfg)
-    finally:
-        GlobalHydra.instance().clear()

@@ -14,7 +14,8 @@ from PIL import Image
 from octseg.data.aroi import prepare_aroi, split_specs
 from octseg.data.prepared import read_prepared
 from octseg.utils.config import repo_root
-from tests.data.release_fixtures import dev_run, write_png, write_split
+from tests.data.prepared_run import fast_dev_run, write_split
+from tests.data.release_fixtures import write_png
 
 H, W = 24, 16
 
@@ -106,7 +107,6 @@ def test_published_splits_match_the_rules() -> None:
 def test_dev_run_through_train(tmp_path: Path) -> None:
     root = tmp_path / "data"
     prepare_aroi(_release(tmp_path / "rel"), root / "aroi")
-    split = write_split(tmp_path / "t.json", "subject", ["patient1", "patient2"], ["patient3"],
-                        ["patient4"])  # fmt: skip
-    metrics = dev_run(tmp_path / "run", "aroi", root, split)
+    split = write_split(tmp_path / "t.json", ["patient1", "patient2"], ["patient3"], ["patient4"])
+    metrics = fast_dev_run(tmp_path / "run", "aroi", root, split, None, augmentation="light")
     assert not math.isnan(metrics["test/dice"])

@@ -189,3 +189,11 @@ def test_image_dtypes_are_scaled_to_unit_range() -> None:
         InMemorySegDataset([np.zeros((4, 4), np.int32)], None, ["x"], ["v"])
     with pytest.raises(ValueError, match=r"Case ids \['a_00'\] occur more than once"):
         dataset_from_records(records("a", 1, 4) + records("a", 1, 4))
+
+
+def test_release_part_splits_need_a_dataset_that_knows_release_parts(tmp_path: Path) -> None:
+    path = tmp_path / "parts.json"
+    path.write_text(json.dumps({"rule": "release_part", "folds": [{"train": ["train"]}]}))
+    dm = VolumesModule([records("a", 1, 12)], split=str(path))
+    with pytest.raises(ValueError, match="names release parts.*does not know the release part"):
+        dm.setup()

@@ -14,7 +14,8 @@ import pytest
 from octseg.data.goals import prepare_goals, split_specs
 from octseg.data.prepared import read_prepared
 from octseg.utils.config import repo_root
-from tests.data.release_fixtures import dev_run, write_png, write_split
+from tests.data.prepared_run import fast_dev_run, write_split
+from tests.data.release_fixtures import write_png
 
 H, W = 20, 28
 
@@ -122,8 +123,8 @@ def test_published_splits_match_the_rules() -> None:
 def test_dev_run_through_train(tmp_path: Path) -> None:
     root = tmp_path / "data"
     prepare_goals(_release(tmp_path / "rel"), root / "goals")
-    split = write_split(tmp_path / "t.json", "volume", ["train_0001", "train_0002", "train_0003"],
-                        ["train_0004"], ["train_0005", "train_0006"])  # fmt: skip
-    metrics = dev_run(tmp_path / "run", "goals", root, split, "metrics=overlap",
-                      "metrics@val_metrics=overlap")  # fmt: skip
+    split = write_split(tmp_path / "t.json", ["train_0001", "train_0002", "train_0003"],
+                        ["train_0004"], ["train_0005", "train_0006"], unit="volume")  # fmt: skip
+    metrics = fast_dev_run(tmp_path / "run", "goals", root, split, "overlap",
+                           "metrics@val_metrics=overlap", augmentation="light")  # fmt: skip
     assert not math.isnan(metrics["test/dice"])

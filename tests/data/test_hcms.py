@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-from hydra.core.global_hydra import GlobalHydra
 
 from octseg.data.hcms import (
     SUBJECTS,
@@ -24,7 +23,8 @@ from octseg.data.hcms import (
 )
 from octseg.data.prepared import MARKER_NAME, read_prepared
 from octseg.data.splits import load_split, partition
-from tests.conftest import REPO_ROOT, SHARED_DIR, compose_config
+from tests.conftest import REPO_ROOT, SHARED_DIR
+from tests.data.prepared_run import fast_dev_run, write_split
 from tests.data.vol_fixtures import write_vol
 
 REAL_MAT = SHARED_DIR / "datasets" / "fixtures" / "hcms" / "example_control_pts.mat"
@@ -236,22 +236,11 @@ def test_published_splits_are_by_subject_and_cover_every_subject() -> None:
 
 
 def test_dev_run_through_train(tmp_path: Path) -> None:
-    from octseg.training import train
-
     _release(tmp_path / "release")
     prepare_hcms(tmp_path / "release", tmp_path / "data" / "hcms")
-    split = tmp_path / "toy.json"
-    split.write_text(json.dumps({"unit": "subject", "folds": [
-        {"train": ["hc01"], "val": ["hc09"], "test": ["ms13"]}]}))  # fmt: skip
-    cfg = compose_config(tmp_path / "run", [
-        "dataset=hcms", f"paths.data_dir={tmp_path / 'data'}", f"dataset.split={split}",
-        "debug=fdr", "model=unet_small", "logger=csv", "augmentation=none", "metrics=layers",
-        "trainer.max_epochs=1", "~callbacks.rich_progress_bar", "~callbacks.model_summary",
-    ], fast=False)  # fmt: skip
-    try:
-        metrics = train(cfg)
-    finally:
-        GlobalHydra.instance().clear()
+    split = write_split(tmp_path / "toy.json", ["hc01"], ["hc09"], ["ms13"])
+    metrics = fast_dev_run(tmp_path / "run", "hcms", tmp_path / "data", split, "layers",
+                           "trainer.max_epochs=1")  # fmt: skip
     assert 0.0 <= metrics["test/dice"] <= 1.0 and "test/dice/RPE" in metrics
-    report = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert not math.isnan(report["dataset"]["dice"])

@@ -13,7 +13,8 @@ import pytest
 from octseg.data.oimhs import COLOURS, DEMOGRAPHICS, prepare_oimhs, split_specs
 from octseg.data.prepared import read_prepared
 from octseg.utils.config import repo_root
-from tests.data.release_fixtures import dev_run, write_png, write_split
+from tests.data.prepared_run import fast_dev_run, write_split
+from tests.data.release_fixtures import write_png
 
 H = 8  # rows; the release's composites are 1024 columns wide (512 + 512)
 # eye id -> patient id; patient 2 has two eyes
@@ -118,8 +119,7 @@ def test_published_split_is_by_patient() -> None:
 def test_dev_run_through_train(tmp_path: Path) -> None:
     root = tmp_path / "data"
     prepare_oimhs(_release(tmp_path / "rel"), root / "oimhs")
-    split = write_split(tmp_path / "t.json", "subject", ["patient_2"], ["patient_1"],
-                        ["patient_3"])  # fmt: skip
-    metrics = dev_run(tmp_path / "run", "oimhs", root, split, "metrics=fluid",
-                      "metrics@val_metrics=overlap")  # fmt: skip
+    split = write_split(tmp_path / "t.json", ["patient_2"], ["patient_1"], ["patient_3"])
+    metrics = fast_dev_run(tmp_path / "run", "oimhs", root, split, "fluid",
+                           "metrics@val_metrics=overlap", augmentation="light")  # fmt: skip
     assert not math.isnan(metrics["test/dice"])

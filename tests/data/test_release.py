@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
+from PIL import Image
 
 from octseg.data.layer_labels import surfaces_to_labels
-from octseg.data.release import Release, load_mat
+from octseg.data.release import Release, grey_array, load_mat
 
 
 def test_folder_and_archive_list_the_same_files_without_macos_forks(tmp_path: Path) -> None:
@@ -46,3 +47,46 @@ def test_surfaces_to_labels_regions_crossings_and_untraced_columns() -> None:
     assert (labels[:, 3] == 255).all() and raised == 1
     with pytest.raises(ValueError, match=r"scan 7: surface rows 0.0..9.0 lie outside"):
         surfaces_to_labels(np.array([[0.0, 9.0]]), height=6, where="scan 7")
+
+
+def test_folders_are_walked_alike_in_a_folder_and_an_archive(tmp_path: Path) -> None:
+    for name in ("out/a/TRAIN001/oct.mhd", "out/b/TRAIN001/oct.mhd", "out/c/x/TRAIN002/oct.mhd"):
+        (tmp_path / "r" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "r" / name).write_text("h")
+    with zipfile.ZipFile(tmp_path / "r.zip", "w") as z:  # no folder entries, as some zips
+        for path in sorted((tmp_path / "r").rglob("*.mhd")):
+            z.write(path, path.relative_to(tmp_path / "r").as_posix())
+    for source in (tmp_path / "r", tmp_path / "r.zip"):
+        with Release(source, "a test release") as release:
+            assert release.children("out") == ["out/a", "out/b", "out/c"]
+            assert release.is_dir("out/c/x") and not release.is_dir("out/a/TRAIN001/oct.mhd")
+            assert release.exists("out/a/TRAIN001/oct.mhd") and not release.exists("out/d")
+
+            def volume(folder: str) -> str | None:
+                return release.basename(folder) if "TRAIN" in folder else None
+
+            with pytest.raises(ValueError, match="TRAIN001 found twice"):
+                release.find_folders(volume, 3, "volume", "TRAINnnn/")
+
+            def second(folder: str) -> str | None:
+                return "2" if folder.endswith("TRAIN002") else None
+
+            with pytest.raises(ValueError, match="No volume within 3 folder levels"):
+                release.find_folders(second, 3, "volume", "TRAINnnn/")
+            assert release.find_folders(second, 4, "volume", "-") == {"2": "out/c/x/TRAIN002"}
+            with release.local_path("out/a/TRAIN001/oct.mhd") as path:
+                assert path.read_text() == "h"
+
+
+def test_grey_array_keeps_grey_and_refuses_or_blends_colour() -> None:
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    rgb = Image.fromarray(np.stack([grey] * 3, -1))
+    np.testing.assert_array_equal(grey_array(rgb, "x.png"), grey)
+    np.testing.assert_array_equal(grey_array(Image.fromarray(grey).convert("P"), "x.png"), grey)
+    deep = np.array([[0, 40000]], np.uint16)
+    assert grey_array(Image.fromarray(deep), "x.png").dtype == np.uint16
+    colour = np.zeros((3, 4, 3), np.uint8)
+    colour[0, 0] = (255, 0, 0)
+    with pytest.raises(ValueError, match="x.png is a colour image"):
+        grey_array(Image.fromarray(colour), "x.png")
+    assert grey_array(Image.fromarray(colour), "x.png", colour="luma")[0, 0] == 76

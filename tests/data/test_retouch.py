@@ -22,7 +22,8 @@ from octseg.data.retouch import (
     volume_ids,
 )
 from octseg.utils.config import repo_root
-from tests.data.release_fixtures import dev_run, write_mhd, write_split
+from tests.data.prepared_run import fast_dev_run, write_split
+from tests.data.release_fixtures import write_mhd
 
 # (vendor folder, release sub-folder or None for the copies without it, volume, dtype, spacing)
 _C, _S, _T = (f"RETOUCH-TrainingSet-{v}" for v in ("Cirrus", "Spectralis", "Topcon"))
@@ -176,9 +177,9 @@ def test_published_splits_match_the_rules() -> None:
 def test_dev_run_through_train(tmp_path: Path) -> None:
     root = tmp_path / "data"
     prepare_retouch(_release(tmp_path / "release"), root / "retouch")
-    split = write_split(tmp_path / "tiny.json", "volume", ["TRAIN001", "TRAIN025"], ["TRAIN002"],
-                        ["TRAIN049"])  # fmt: skip
-    metrics = dev_run(tmp_path / "run", "retouch", root, split, "metrics=fluid",
-                      "metrics@val_metrics=overlap")  # fmt: skip
+    split = write_split(tmp_path / "tiny.json", ["TRAIN001", "TRAIN025"], ["TRAIN002"],
+                        ["TRAIN049"], unit="volume")  # fmt: skip
+    metrics = fast_dev_run(tmp_path / "run", "retouch", root, split, "fluid",
+                           "metrics@val_metrics=overlap", augmentation="light")  # fmt: skip
     assert "test/dice" in metrics and not math.isnan(metrics["test/dice"])
     shutil.rmtree(tmp_path / "run", ignore_errors=True)

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from octseg.data.base import BScanRecord
-from octseg.data.image_sets import ReleaseFiles, decode_grey, find_parts
+from octseg.data.image_sets import find_parts
 from octseg.data.prepared import PreparedWriter, PrepareSummary
+from octseg.data.release import Release, check_same_shape, map_values
 from octseg.data.splits import PARTS, load_split
 
 __all__ = [
@@ -52,6 +53,7 @@ _SET = "(Edema_trainingset|Edema_validationset|Edema_testset)"
 _IMAGE = re.compile(rf"(?:^|/){_SET}/original_images/([^/]+)\.img/(\d+)\.bmp$", re.IGNORECASE)
 _LABEL = re.compile(rf"(?:^|/){_SET}/label_images/([^/]+)_labelMark/(\d+)\.bmp$", re.IGNORECASE)
 _EYE = re.compile(r"_(OD|OS)_")
+_WHAT = "the AI-Challenger 2018 folder (or .zip) holding Edema_trainingset and/or the other sets"
 _EXPECTED = "Edema_trainingset/original_images/<VOL>.img/<n>.bmp (and the other sets)"
 
 
@@ -61,16 +63,7 @@ def labels_from_bmp(values: np.ndarray, where: str) -> np.ndarray:
     Raises:
         ValueError: naming ``where`` and the values found, for any other value.
     """
-    bad = sorted(set(np.unique(values).tolist()) - set(LABEL_VALUES))
-    if bad:
-        raise ValueError(
-            f"{where} holds label values {bad}; expected only {sorted(LABEL_VALUES)} "
-            "(0 background, 255 REA, 191 SRF, 128 PED)."
-        )
-    lut = np.zeros(256, np.uint8)
-    for value, label in LABEL_VALUES.items():
-        lut[value] = label
-    return lut[values]
+    return map_values(values, LABEL_VALUES, where, "0 background, 255 REA, 191 SRF, 128 PED")
 
 
 def _canonical_set(name: str) -> str:
@@ -78,11 +71,11 @@ def _canonical_set(name: str) -> str:
 
 
 def _find_volumes(
-    files: ReleaseFiles,
+    release: Release,
 ) -> dict[str, tuple[str, dict[int, str], dict[int, str] | None]]:
     """``{volume: (set, {n: image file}, {n: label file} or None)}``."""
     images = find_parts(
-        files.files, _IMAGE, "AI-Challenger 2018", _EXPECTED,
+        release.names, _IMAGE, "AI-Challenger 2018", _EXPECTED,
         wrong_level=lambda f: re.search(r"(^|/)[^/]+\.img/\d+\.bmp$", f, re.IGNORECASE)
         is not None,
     )  # fmt: skip
@@ -92,16 +85,16 @@ def _find_volumes(
         if entry[0] != _canonical_set(m.group(1)):
             raise ValueError(
                 f"Volume {m.group(2)} is in both {entry[0]} and {m.group(1)} of "
-                f"{files.source}; the sets must be disjoint."
+                f"{release.source}; the sets must be disjoint."
             )
         entry[1][int(m.group(3))] = path
-    for f in files.files:
+    for f in release.names:
         m = _LABEL.search(f)
         if m is None:
             continue
         if m.group(2) not in volumes:
             raise ValueError(
-                f"{files.where(f)} labels volume {m.group(2)}, which has no "
+                f"{release.where(f)} labels volume {m.group(2)}, which has no "
                 f"original_images/{m.group(2)}.img folder."
             )
         set_name, imgs, labels = volumes[m.group(2)]
@@ -112,7 +105,7 @@ def _find_volumes(
 
 
 def _read_volume(
-    files: ReleaseFiles,
+    release: Release,
     volume: str,
     images: dict[int, str],
     labels: dict[int, str] | None,
@@ -121,7 +114,7 @@ def _read_volume(
     if numbers != list(range(1, len(numbers) + 1)):
         gaps = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
         raise ValueError(
-            f"Volume {volume} in {files.source}: B-scans {gaps} are missing (expected "
+            f"Volume {volume} in {release.source}: B-scans {gaps} are missing (expected "
             f"1.bmp..{numbers[-1]}.bmp without gaps); the release is incomplete."
         )
     if labels is not None and sorted(labels) != numbers:
@@ -133,18 +126,13 @@ def _read_volume(
     subject = volume.split("_")[0]
     records = []
     for n in numbers:
-        where = files.where(images[n])
-        image = decode_grey(files.read(images[n]), where)
+        where = release.where(images[n])
+        image = release.read_grey(images[n], colour="luma")
         mask = None
         if labels is not None:
-            label_where = files.where(labels[n])
-            mask = labels_from_bmp(decode_grey(files.read(labels[n]), label_where, True),
-                                   label_where)  # fmt: skip
-            if mask.shape != image.shape:
-                raise ValueError(
-                    f"{label_where} is {mask.shape} (rows, columns) but its image {where} is "
-                    f"{image.shape}; a label must match its B-scan."
-                )
+            label_where = release.where(labels[n])
+            mask = labels_from_bmp(release.read_grey(labels[n]), label_where)
+            check_same_shape(mask, image, label_where, where)
         records.append(
             BScanRecord(image, mask, f"{volume}_{n:03d}", volume, n - 1, SPACING_UM, subject)
         )
@@ -176,8 +164,8 @@ def prepare_aichallenger(
     unknown = sorted(set(sets) - set(PARTS))
     if unknown:
         raise ValueError(f"sets {unknown} unknown; choose from {list(PARTS)}.")
-    with ReleaseFiles(source, "AI-Challenger 2018") as files:
-        volumes = _find_volumes(files)
+    with Release(source, _WHAT) as release:
+        volumes = _find_volumes(release)
         writer = PreparedWriter(
             out_dir, "aichallenger", {"sets": sorted(sets)}, num_classes=len(LABEL_VALUES),
             overwrite=overwrite,
@@ -189,7 +177,7 @@ def prepare_aichallenger(
             if labels is None and part != "test":
                 raise ValueError(
                     f"Volume {volume} of {set_name} has no label_images/{volume}_labelMark "
-                    f"folder in {files.source}; the training and validation sets are labelled."
+                    f"folder in {release.source}; the training and validation sets are labelled."
                 )
             if writer.has_volume(volume):
                 writer.skip_volume(volume)
@@ -197,7 +185,7 @@ def prepare_aichallenger(
             eye = _EYE.search(volume)
             meta = {"set": set_name, "part": part, "eye": eye.group(1) if eye else None,
                     "labelled": labels is not None}  # fmt: skip
-            writer.write_volume(_read_volume(files, volume, images, labels), meta=meta)
+            writer.write_volume(_read_volume(release, volume, images, labels), meta=meta)
         official = load_split("official", 0, dataset="aichallenger")
         expected = [v for part in sets for v in official[part]]
         missing = sorted(set(expected) - set(volumes))

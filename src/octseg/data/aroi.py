@@ -25,16 +25,8 @@ import numpy as np
 
 from octseg.data.base import BScanRecord
 from octseg.data.prepared import PreparedWriter, PrepareSummary
-from octseg.data.release_tree import (
-    ReleaseNode,
-    child,
-    find_dirs,
-    grey_array,
-    map_values,
-    open_release,
-    read_image,
-    stream_volumes,
-)
+from octseg.data.release import Release, check_same_shape, grey_array, join, map_values
+from octseg.data.splits import rotating_folds
 
 __all__ = [
     "CLASS_NAMES",
@@ -60,71 +52,65 @@ CITATION = "Melinscak et al., Automatika 62(3):375-385, 2021"
 _PATIENT_DIR = re.compile(r"^patient(\d+)$")
 _SCAN = re.compile(r"^patient(\d+)_raw(\d+)\.png$")
 _LAYOUT = "AROI - online/24 patient/patient1/{raw/labeled,mask/number}/patient1_raw0001.png"
+_WHAT = "the AROI release folder or .zip (any level above patient1)"
 _DOCUMENTED = "0..7: above ILM, ILM-IPL/INL, IPL/INL-RPE, RPE-BM, below BM, PED, SRF, IRF"
 
 
-def _is_patient(node: ReleaseNode) -> bool:
-    return bool(_PATIENT_DIR.match(node.name)) and child(node, "raw") is not None
-
-
-def find_patients(source: str | Path) -> dict[int, ReleaseNode]:
-    """The ``patient{N}`` folders of a release folder or archive, by patient number.
+def find_patients(release: Release) -> dict[int, str]:
+    """The ``patient{N}`` folders of a release, by patient number.
 
     Raises:
-        FileNotFoundError: if ``source`` is missing.
-        ValueError: if ``source`` is one patient's folder (wrong level) or holds none.
+        ValueError: if the release is one patient's folder (wrong level) or holds none.
     """
-    root = open_release(source)
-    if child(root, "raw") is not None and child(root, "mask") is not None:
+    if release.is_dir("raw") and release.is_dir("mask"):
         raise ValueError(
-            f"{source} is a single patient folder; pass the folder (or archive) that holds "
-            f"patient1..patient24, e.g. the one above {_LAYOUT}."
+            f"{release.source} is a single patient folder; pass the folder (or archive) that "
+            f"holds patient1..patient24, e.g. the one above {_LAYOUT}."
         )
-    found: dict[int, ReleaseNode] = {}
-    for node in find_dirs(root, _is_patient, max_depth=4):
-        number = int(_PATIENT_DIR.match(node.name).group(1))
-        if number in found:
-            raise ValueError(f"patient{number} found twice: {found[number]} and {node}.")
-        found[number] = node
-    if not found:
-        raise ValueError(
-            f"No AROI patient folder (patient<N>/raw/labeled) within four levels of {source}; "
-            f"expected the official layout {_LAYOUT}."
-        )
-    return dict(sorted(found.items()))
+
+    def patient(folder: str) -> int | None:
+        match = _PATIENT_DIR.match(release.basename(folder))
+        return int(match.group(1)) if match and release.is_dir(join(folder, "raw")) else None
+
+    return release.find_folders(
+        patient, 4, "AROI patient folder (patient<N>/raw/labeled)", _LAYOUT
+    )
 
 
-def read_patient(folder: ReleaseNode) -> tuple[list[BScanRecord], dict[str, Any]]:
+def read_patient(release: Release, folder: str) -> tuple[list[BScanRecord], dict[str, Any]]:
     """Reads one patient's annotated B-scans (``raw/labeled`` with ``mask/number``).
 
     Raises:
         ValueError: naming the file, for a B-scan without its mask, an unreadable PNG, a size
             mismatch or labels outside 0..7.
     """
-    volume_id = folder.name
-    raw_dir, mask_dir = folder / "raw" / "labeled", folder / "mask" / "number"
-    if not raw_dir.exists() or not mask_dir.exists():
-        raise ValueError(f"{folder} lacks raw/labeled or mask/number; expected {_LAYOUT}.")
-    scans = sorted((n for n in raw_dir.iterdir() if _SCAN.match(n.name)), key=lambda n: n.name)
-    if not scans:
-        raise ValueError(f"{raw_dir} holds no patient<N>_raw<NNNN>.png B-scan.")
-    records = []
-    for node in scans:
-        mask_node = mask_dir / node.name
-        if not mask_node.exists():
-            raise ValueError(f"{node} has no label file {mask_node}.")
-        image = grey_array(read_image(node, "B-scan"), node)
-        labels = read_image(mask_node, "label file")
-        if labels.mode not in ("L", "P"):
-            raise ValueError(f"{mask_node}: mode {labels.mode}; mask/number files are grey 0..7.")
-        mask = map_values(np.array(labels), {k: k for k in range(8)}, mask_node, _DOCUMENTED)
-        if mask.shape != image.shape:
-            raise ValueError(f"{mask_node} is {mask.shape} but {node} is {image.shape}.")
-        index = int(_SCAN.match(node.name).group(2))
-        records.append(
-            BScanRecord(image, mask, node.name[: -len(".png")], volume_id, index, None, volume_id)
+    volume_id = release.basename(folder)
+    raw_dir, mask_dir = join(folder, "raw/labeled"), join(folder, "mask/number")
+    if not release.is_dir(raw_dir) or not release.is_dir(mask_dir):
+        raise ValueError(
+            f"{release.where(folder)} lacks raw/labeled or mask/number; expected {_LAYOUT}."
         )
-    return records, {"source": str(folder), "bscans": len(records)}
+    scans = [n for n in release.children(raw_dir) if _SCAN.match(release.basename(n))]
+    if not scans:
+        raise ValueError(f"{release.where(raw_dir)} holds no patient<N>_raw<NNNN>.png B-scan.")
+    records = []
+    for name in scans:
+        base = release.basename(name)
+        mask_name = join(mask_dir, base)
+        where, mask_where = release.where(name), release.where(mask_name)
+        if not release.exists(mask_name):
+            raise ValueError(f"{where} has no label file {mask_where}.")
+        image = grey_array(release.read_image(name, "B-scan"), where)
+        labels = release.read_image(mask_name, "label file")
+        if labels.mode not in ("L", "P"):
+            raise ValueError(f"{mask_where}: mode {labels.mode}; mask/number files are grey 0..7.")
+        mask = map_values(np.array(labels), {k: k for k in range(8)}, mask_where, _DOCUMENTED)
+        check_same_shape(mask, image, mask_where, where)
+        index = int(_SCAN.match(base).group(2))
+        records.append(
+            BScanRecord(image, mask, base[: -len(".png")], volume_id, index, None, volume_id)
+        )
+    return records, {"source": release.where(folder), "bscans": len(records)}
 
 
 def prepare_aroi(
@@ -150,15 +136,15 @@ def prepare_aroi(
     bad = sorted(set(patients) - set(PATIENTS))
     if bad or not patients:
         raise ValueError(f"patients={list(patients)}: AROI patients are 1..24.")
-    found = find_patients(source)
-    wanted = sorted(set(patients))
-    writer = PreparedWriter(
-        out_dir, "aroi", {"patients": wanted}, len(CLASS_NAMES), overwrite=overwrite
-    )
-    present = [n for n in wanted if n in found]
-    by_id = {f"patient{n}": found[n] for n in present}
-    stream_volumes(writer, list(by_id), lambda v: read_patient(by_id[v]))
-    return writer.finish(missing=[f"patient{n}" for n in wanted if n not in found])
+    with Release(source, _WHAT) as release:
+        found = find_patients(release)
+        wanted = sorted(set(patients))
+        writer = PreparedWriter(
+            out_dir, "aroi", {"patients": wanted}, len(CLASS_NAMES), overwrite=overwrite
+        )
+        by_id = {f"patient{n}": found[n] for n in wanted if n in found}
+        writer.write_volumes(by_id, lambda v: read_patient(release, by_id[v]))
+        return writer.finish(missing=[f"patient{n}" for n in wanted if n not in found])
 
 
 def split_specs() -> dict[str, dict[str, Any]]:
@@ -169,12 +155,7 @@ def split_specs() -> dict[str, dict[str, Any]]:
       (wrapping), trains on the other 16.
     """
     ids = [f"patient{n}" for n in PATIENTS]
-    groups = [ids[4 * f : 4 * f + 4] for f in range(6)]
-    kfold = []
-    for f in range(6):
-        test, val = groups[f], groups[(f + 1) % 6]
-        kfold.append({"fold": f, "train": [i for i in ids if i not in test + val],
-                      "val": val, "test": test})  # fmt: skip
+    kfold = rotating_folds({p: i // 4 for i, p in enumerate(ids)}, 6)
     common = {"dataset": "aroi", "source": CITATION, "unit": "subject"}
     return {
         "default": {

@@ -45,7 +45,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from octseg.data.seeding import EpochRandomSampler, process_rank, seed_worker
-from octseg.data.splits import PARTS, load_split, partition
+from octseg.data.splits import (
+    PARTS,
+    RELEASE_PART_RULE,
+    load_split,
+    partition,
+    resolve_release_parts,
+)
 from octseg.data.transforms import TorchSeededTransform
 from octseg.utils.tensors import pad_bottom_right
 
@@ -465,20 +471,49 @@ class SegDataModule(pl.LightningDataModule):
             return RepeatedDataset(dataset, self.train_repeats)
         return dataset
 
-    def build_datasets(self) -> dict[str, Dataset]:
-        """Reads every volume, applies the split file and builds one dataset per non-empty part;
-        called once by :meth:`setup`."""
+    def release_parts(self, records: Sequence[BScanRecord]) -> list[str]:
+        """The release part (``train``, ``test``, ... folder) of each B-scan, for split files
+        with ``"rule": "release_part"``; a dataset whose release has no parts refuses them.
+
+        Raises:
+            ValueError: always, here (override where the release has parts).
+        """
+        raise ValueError(
+            f"dataset.split={self.split!r} names release parts (rule {RELEASE_PART_RULE!r}) but "
+            f"{type(self).__name__} does not know the release part of its B-scans; use a split "
+            "file that lists subjects or volumes."
+        )
+
+    def load_split_info(self, records: Sequence[BScanRecord]) -> dict[str, Any]:
+        """The split of ``records`` (:func:`octseg.data.splits.load_split` names), from
+        ``dataset.split``; release parts are resolved into subjects or volumes."""
         if self.split is None:
             raise ValueError(
                 f"{type(self).__name__} reads volumes but dataset.split is not set; name a "
                 "split file (dataset.split=<protocol> or a path to a .json file)."
             )
-        records = [record for volume in self.read_volumes() for record in volume]
         info = load_split(self.split, self.fold, self.split_dir, self.splits_name)
+        if info["rule"] == RELEASE_PART_RULE:
+            info = resolve_release_parts(
+                info, [str(r.subject_id) for r in records], [r.volume_id for r in records],
+                self.release_parts(records), self.describe_source(),
+            )  # fmt: skip
+        return info
+
+    def keep_in_training(self, record: BScanRecord) -> bool:
+        """Whether a B-scan of the training part is used (all are, unless overridden)."""
+        return True
+
+    def build_datasets(self) -> dict[str, Dataset]:
+        """Reads every volume, applies the split (:meth:`load_split_info`) and builds one
+        dataset per non-empty part; called once by :meth:`setup`."""
+        records = [record for volume in self.read_volumes() for record in volume]
+        info = self.load_split_info(records)
         indices = partition(
             [str(r.subject_id) for r in records], [r.volume_id for r in records], info,
             self.describe_source(),
         )  # fmt: skip
+        indices["train"] = [i for i in indices["train"] if self.keep_in_training(records[i])]
         datasets = {
             part: self.make_dataset([records[i] for i in indices[part]], part)
             for part in PARTS

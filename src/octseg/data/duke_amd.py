@@ -21,10 +21,9 @@ the config's value applies.
 
 from __future__ import annotations
 
+import argparse
 import re
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -37,6 +36,7 @@ __all__ = [
     "CHIU2012_VOLUMES",
     "CLASS_NAMES",
     "RPEDC_SUBJECTS",
+    "add_prepare_options",
     "prepare_duke_chiu2012",
     "prepare_duke_rpedc",
 ]
@@ -117,27 +117,64 @@ def _volume_records(
     return records, rows
 
 
+_AXES = {"B": "B-scans", "A": "A-scans", "S": "surfaces"}
+
+
+def _read_traced_volume(
+    release: Release,
+    name: str,
+    volume_id: str,
+    key: str,
+    axes: str,
+    expected: str,
+    min_traced: float,
+) -> tuple[list[BScanRecord], dict[str, np.ndarray], int]:
+    """Reads ``images`` and the surfaces ``key`` of one release file into records.
+
+    Args:
+        release: the release.
+        name: the ``.mat`` file.
+        volume_id: the volume's id.
+        key: the surfaces variable.
+        axes: the order of its axes: ``B`` B-scan, ``A`` A-scan, ``S`` surface (``BAS`` for
+            ``layerMaps``, ``SAB`` for ``manualLayers``).
+        expected: what the file should hold, for errors.
+        min_traced: see :func:`prepare_duke_rpedc`.
+
+    Returns:
+        The records, the surface rows by case id and the number of B-scans in the file.
+    """
+    where = release.where(name)
+    data = load_mat(release, name, ["images", key], expected)
+    images, layers = _images(data["images"], where), np.asarray(data[key], float)
+    layers = layers[..., None] if layers.ndim == 2 else layers  # MATLAB drops a last axis of 1
+    n, w = images.shape[2], images.shape[1]
+    shape = tuple({"B": n, "A": w, "S": NUM_SURFACES}[a] for a in axes)
+    if layers.shape != shape:
+        raise ValueError(
+            f"{where}: '{key}' is {layers.shape}, expected {shape} "
+            f"({', '.join(_AXES[a] for a in axes)}) for 'images' {images.shape}."
+        )
+    surfaces = np.transpose(layers, [axes.index(a) for a in "BSA"])  # [B-scan, surface, A-scan]
+    records, rows = _volume_records(images, surfaces, volume_id, where, min_traced, 255)
+    return records, rows, n
+
+
+def add_prepare_options(parser: argparse.ArgumentParser, grader: bool = False) -> None:
+    """The options of ``scripts/prepare_duke_rpedc.py`` and (with ``grader``)
+    ``scripts/prepare_duke_chiu2012.py``."""
+    if grader:
+        parser.add_argument("--grader", type=int, choices=(1, 2), default=1, help="default: 1")
+    parser.add_argument(
+        "--min-traced", type=float, default=0.0,
+        help="keep B-scans with more than this fraction of columns traced (default 0: any)",
+    )  # fmt: skip
+
+
 def _check_min_traced(min_traced: float) -> float:
     if not 0.0 <= float(min_traced) < 1.0:
         raise ValueError(f"min_traced must be in [0, 1), got {min_traced!r} (--min-traced).")
     return float(min_traced)
-
-
-def _prepare(
-    writer: PreparedWriter,
-    release: Release,
-    files: dict[str, str],
-    expected: Iterable[str],
-    read: Any,
-) -> PrepareSummary:
-    missing = [v for v in expected if v not in files]
-    for volume_id in sorted(files):
-        if writer.has_volume(volume_id):
-            writer.skip_volume(volume_id)
-            continue
-        records, rows, meta = read(volume_id, files[volume_id])
-        writer.write_volume(records, rows, meta)
-    return writer.finish(missing=missing)
 
 
 def prepare_duke_rpedc(
@@ -160,32 +197,29 @@ def prepare_duke_rpedc(
         FileNotFoundError, ValueError: naming the file at fault.
     """
     min_traced = _check_min_traced(min_traced)
-    release = Release(source, _RPEDC_ROOT)
+    with Release(source, _RPEDC_ROOT) as release:
+        return _prepare_rpedc(release, out_dir, overwrite, min_traced)
+
+
+def _prepare_rpedc(
+    release: Release, out_dir: str | Path, overwrite: bool, min_traced: float
+) -> PrepareSummary:
     files = _find(release, _RPEDC_FILE, _RPEDC_ROOT)
     files = {f"{k.split('_')[0]}_{int(k.split('_')[1])}": v for k, v in files.items()}
     writer = PreparedWriter(
         out_dir, "duke_rpedc", {"min_traced": min_traced}, len(CLASS_NAMES), overwrite=overwrite
     )
 
-    def read(volume_id: str, name: str) -> tuple[list[BScanRecord], dict, dict]:
-        where = release.where(name)
-        data = load_mat(
-            release, name, ["images", "layerMaps"], "'images' (512, 1000, 100) and "
-            "'layerMaps' (100, 1000, 3)",
+    def read(volume_id: str) -> tuple[list[BScanRecord], dict, dict]:
+        records, rows, n = _read_traced_volume(
+            release, files[volume_id], volume_id, "layerMaps", "BAS",
+            "'images' (512, 1000, 100) and 'layerMaps' (100, 1000, 3)", min_traced,
         )  # fmt: skip
-        images, layers = _images(data["images"], where), np.asarray(data["layerMaps"], float)
-        n, w = images.shape[2], images.shape[1]
-        if layers.shape != (n, w, NUM_SURFACES):
-            raise ValueError(
-                f"{where}: 'layerMaps' is {layers.shape}, expected {(n, w, NUM_SURFACES)} "
-                f"(B-scans, A-scans, surfaces) for 'images' {images.shape}."
-            )
-        surfaces = np.transpose(layers, (0, 2, 1))  # [B-scan, surface, A-scan]
-        records, rows = _volume_records(images, surfaces, volume_id, where, min_traced, 255)
         return records, rows, {"group": volume_id.split("_")[0], "bscans": n}
 
+    writer.write_volumes(sorted(files), read)
     expected = [f"{g}_{s}" for g, ids in RPEDC_SUBJECTS.items() for s in ids]
-    return _prepare(writer, release, files, expected, read)
+    return writer.finish(missing=[v for v in expected if v not in files])
 
 
 def prepare_duke_chiu2012(
@@ -213,7 +247,13 @@ def prepare_duke_chiu2012(
     if grader not in (1, 2):
         raise ValueError(f"grader must be 1 or 2, got {grader!r} (--grader).")
     min_traced = _check_min_traced(min_traced)
-    release = Release(source, _CHIU_ROOT)
+    with Release(source, _CHIU_ROOT) as release:
+        return _prepare_chiu2012(release, out_dir, overwrite, grader, min_traced)
+
+
+def _prepare_chiu2012(
+    release: Release, out_dir: str | Path, overwrite: bool, grader: int, min_traced: float
+) -> PrepareSummary:
     files = _find(release, _CHIU_FILE, _CHIU_ROOT)
     writer = PreparedWriter(
         out_dir,
@@ -224,19 +264,12 @@ def prepare_duke_chiu2012(
     )
     key = f"manualLayers{grader}"
 
-    def read(volume_id: str, name: str) -> tuple[list[BScanRecord], dict, dict]:
-        where = release.where(name)
-        data = load_mat(release, name, ["images", key], f"'images' and '{key}' (3, 1000, n)")
-        images, layers = _images(data["images"], where), np.asarray(data[key], float)
-        layers = layers[..., None] if layers.ndim == 2 else layers
-        n, w = images.shape[2], images.shape[1]
-        if layers.shape != (NUM_SURFACES, w, n):
-            raise ValueError(
-                f"{where}: '{key}' is {layers.shape}, expected {(NUM_SURFACES, w, n)} "
-                f"(surfaces, A-scans, B-scans) for 'images' {images.shape}."
-            )
-        surfaces = np.transpose(layers, (2, 0, 1))  # [B-scan, surface, A-scan]
-        records, rows = _volume_records(images, surfaces, volume_id, where, min_traced, 255)
+    def read(volume_id: str) -> tuple[list[BScanRecord], dict, dict]:
+        records, rows, n = _read_traced_volume(
+            release, files[volume_id], volume_id, key, "SAB",
+            f"'images' and '{key}' (3, 1000, n)", min_traced,
+        )  # fmt: skip
         return records, rows, {"grader": grader, "bscans": n}
 
-    return _prepare(writer, release, files, CHIU2012_VOLUMES, read)
+    writer.write_volumes(sorted(files), read)
+    return writer.finish(missing=[v for v in CHIU2012_VOLUMES if v not in files])

@@ -26,10 +26,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import Dataset
 
 from octseg.data.base import BScanRecord, SegDataModule
-from octseg.data.splits import PARTS, partition
+from octseg.data.splits import PARTS
 
 __all__ = ["EXTENSIONS", "FolderDataModule", "read_array", "rule_split"]
 
@@ -253,20 +252,9 @@ class FolderDataModule(SegDataModule):
                 )
             yield sorted(volumes[volume], key=lambda r: (r.bscan_index, r.case_id))
 
-    def build_datasets(self) -> dict[str, Dataset]:
+    def load_split_info(self, records: Sequence[BScanRecord]) -> dict[str, Any]:
         """A split file goes through the base; a ``split_rule`` is applied here."""
         if self.split_rule is None:
-            return super().build_datasets()
-        records = [record for volume in self.read_volumes() for record in volume]
+            return super().load_split_info(records)
         subjects = [str(r.subject_id) for r in records]
-        info = rule_split(subjects, self.split_rule, self.describe_source())
-        indices = partition(subjects, [r.volume_id for r in records], info,
-                            self.describe_source())  # fmt: skip
-        self.split_info = {**info, "fold": 0}
-        log.info("FolderDataModule %s from %s: train %s, val %s, test %s", info["file"],
-                 self.describe_source(), info["train"], info["val"], info["test"])  # fmt: skip
-        return {
-            part: self.make_dataset([records[i] for i in indices[part]], part)
-            for part in PARTS
-            if indices[part]
-        }
+        return rule_split(subjects, self.split_rule, self.describe_source())

@@ -20,22 +20,13 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from octseg.data.base import BScanRecord
 from octseg.data.prepared import PreparedWriter, PrepareSummary
-from octseg.data.release_tree import (
-    ReleaseNode,
-    child,
-    find_dirs,
-    grey_array,
-    map_values,
-    open_release,
-    read_image,
-    stream_volumes,
-)
+from octseg.data.release import Release, check_same_shape, grey_array, join, map_values
 
 __all__ = [
     "CLASS_NAMES",
@@ -55,41 +46,33 @@ MASK_VALUES = {255: 0, 0: 1, 80: 2, 160: 3}
 SETS = {"Train": "train", "Validation": "val", "Test": "test"}
 CITATION = "Fang et al., GOALS challenge (MICCAI 2022), arXiv:2207.14447"
 _LAYOUT = "GOALS2022-Train/Train/{Image,Layer_Masks}/0001.png + Train_GC_GT.xlsx"
+_WHAT = "the GOALS release folder or .zip (any level above Train)"
 _DOCUMENTED = "0 RNFL, 80 GCIPL, 160 choroid, 255 other"
 _STEM = re.compile(r"^(\d+)\.png$")
 
 
-def _is_set(node: ReleaseNode) -> bool:
-    return node.name in SETS and child(node, "Image") is not None
-
-
-def find_sets(source: str | Path) -> dict[str, ReleaseNode]:
-    """The ``Train``/``Validation``/``Test`` folders of a release folder or archive.
+def find_sets(release: Release) -> dict[str, str]:
+    """The ``Train``/``Validation``/``Test`` folders of a release, by name.
 
     Raises:
-        FileNotFoundError: if ``source`` is missing.
-        ValueError: if ``source`` is an ``Image`` folder (wrong level) or holds no set.
+        ValueError: if the release is an ``Image`` folder (wrong level) or holds no set.
     """
-    root = open_release(source)
-    if root.name in ("Image", "Layer_Masks"):
+    top = release.basename("")
+    if top in ("Image", "Layer_Masks"):
         raise ValueError(
-            f"{source} is the {root.name} folder; pass the folder (or archive) above Train, "
+            f"{release.source} is the {top} folder; pass the folder (or archive) above Train, "
             f"e.g. GOALS2022-Train ({_LAYOUT})."
         )
-    found: dict[str, ReleaseNode] = {}
-    for node in find_dirs(root, _is_set, max_depth=3):
-        if node.name in found:
-            raise ValueError(f"Set {node.name} found twice: {found[node.name]} and {node}.")
-        found[node.name] = node
-    if not found:
-        raise ValueError(
-            f"No GOALS set folder (Train/Image, Validation/Image, Test/Image) within three "
-            f"levels of {source}; expected the official layout {_LAYOUT}."
-        )
-    return found
+
+    def set_name(folder: str) -> str | None:
+        name = release.basename(folder)
+        return name if name in SETS and release.is_dir(join(folder, "Image")) else None
+
+    wanted = "GOALS set folder (Train/Image, Validation/Image, Test/Image)"
+    return release.find_folders(set_name, 3, wanted, _LAYOUT)
 
 
-def read_glaucoma_labels(node: ReleaseNode) -> dict[int, int]:
+def read_glaucoma_labels(release: Release, name: str) -> dict[int, int]:
     """``{image number: 0/1}`` from a ``*_GC_GT.xlsx`` sheet (columns ImgName, GC_Label).
 
     Raises:
@@ -97,28 +80,29 @@ def read_glaucoma_labels(node: ReleaseNode) -> dict[int, int]:
     """
     import openpyxl  # only GOALS reads spreadsheets
 
+    where = release.where(name)
     try:
-        book = openpyxl.load_workbook(io.BytesIO(node.read_bytes()), read_only=True)
+        book = openpyxl.load_workbook(io.BytesIO(release.read_bytes(name)), read_only=True)
         rows = [list(r) for r in book.worksheets[0].iter_rows(values_only=True)]
     except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{node} could not be read as an .xlsx sheet ({err}).") from err
+        raise ValueError(f"{where} could not be read as an .xlsx sheet ({err}).") from err
     header = [str(h).strip() if h is not None else "" for h in (rows[0] if rows else [])]
     if "ImgName" not in header or "GC_Label" not in header:
-        raise ValueError(f"{node}: columns {header}; expected ImgName and GC_Label.")
+        raise ValueError(f"{where}: columns {header}; expected ImgName and GC_Label.")
     i, j = header.index("ImgName"), header.index("GC_Label")
     labels = {}
     for row in rows[1:]:
         if row[i] is None:
             continue
-        name, label = int(str(row[i]).split(".")[0]), row[j]
+        number, label = int(str(row[i]).split(".")[0]), row[j]
         if label not in (0, 1):
-            raise ValueError(f"{node}: GC_Label {label!r} of image {name}; expected 0 or 1.")
-        labels[name] = int(label)
+            raise ValueError(f"{where}: GC_Label {label!r} of image {number}; expected 0 or 1.")
+        labels[number] = int(label)
     return labels
 
 
 def read_image_volume(
-    set_dir: ReleaseNode, stem: str, glaucoma: dict[int, int] | None
+    release: Release, set_dir: str, stem: str, glaucoma: dict[int, int] | None
 ) -> tuple[list[BScanRecord], dict[str, Any]]:
     """One image of a set (and its mask, when the set has ``Layer_Masks``) as a volume.
 
@@ -126,33 +110,27 @@ def read_image_volume(
         ValueError: naming the file, for a missing mask, a size mismatch or undocumented
             mask values.
     """
-    volume_id = f"{SETS[set_dir.name]}_{stem}"
-    node = set_dir / "Image" / f"{stem}.png"
-    image = grey_array(read_image(node, "B-scan"), node)
+    set_name = release.basename(set_dir)
+    volume_id = f"{SETS[set_name]}_{stem}"
+    name = join(set_dir, f"Image/{stem}.png")
+    where = release.where(name)
+    image = grey_array(release.read_image(name, "B-scan"), where)
     mask = None
-    masks = child(set_dir, "Layer_Masks")
-    if masks is not None:
-        mask_node = masks / f"{stem}.png"
-        if not mask_node.exists():
-            raise ValueError(f"{node} has no mask {mask_node}.")
-        values = grey_array(read_image(mask_node, "mask"), mask_node)
-        mask = map_values(values, MASK_VALUES, mask_node, _DOCUMENTED)
-        if mask.shape != image.shape:
-            raise ValueError(f"{mask_node} is {mask.shape} but {node} is {image.shape}.")
-    meta = {"set": set_dir.name, "file": f"{stem}.png", "source": str(node)}
+    if release.is_dir(join(set_dir, "Layer_Masks")):
+        mask_name = join(set_dir, f"Layer_Masks/{stem}.png")
+        mask_where = release.where(mask_name)
+        if not release.exists(mask_name):
+            raise ValueError(f"{where} has no mask {mask_where}.")
+        values = grey_array(release.read_image(mask_name, "mask"), mask_where)
+        mask = map_values(values, MASK_VALUES, mask_where, _DOCUMENTED)
+        check_same_shape(mask, image, mask_where, where)
+    meta = {"set": set_name, "file": f"{stem}.png", "source": where}
     if glaucoma is not None:
         meta["glaucoma"] = glaucoma.get(int(stem))
         if meta["glaucoma"] is None:
             raise ValueError(f"Image {stem} has no GC_Label row in the set's _GC_GT.xlsx sheet.")
     record = BScanRecord(image, mask, volume_id, volume_id, 0, None, volume_id)
     return [record], meta
-
-
-def _reader(
-    set_dir: ReleaseNode, glaucoma: dict[int, int] | None
-) -> Callable[[str], tuple[list[BScanRecord], dict[str, Any]]]:
-    """``volume_id -> (records, meta)`` for one set (ids are ``<set>_<stem>``)."""
-    return lambda volume_id: read_image_volume(set_dir, volume_id.split("_", 1)[1], glaucoma)
 
 
 def prepare_goals(
@@ -180,25 +158,35 @@ def prepare_goals(
     bad = sorted(set(sets) - set(SETS))
     if bad or not sets:
         raise ValueError(f"sets={list(sets)}: choose among {list(SETS)}.")
-    found = find_sets(source)
-    wanted = [s for s in SETS if s in sets]
-    writer = PreparedWriter(
-        out_dir, "goals", {"sets": wanted}, len(CLASS_NAMES), overwrite=overwrite
-    )
-    missing = [s for s in wanted if s not in found]
-    for name in (s for s in wanted if s in found):
-        set_dir = found[name]
-        sheets = [n for n in set_dir.iterdir() if n.name.endswith("_GC_GT.xlsx")]
-        glaucoma = read_glaucoma_labels(sheets[0]) if sheets else None
-        if name == "Train" and not sheets:
-            missing.append("Train/Train_GC_GT.xlsx")
-        stems = sorted(
-            m.group(1) for n in (set_dir / "Image").iterdir() if (m := _STEM.match(n.name))
+    with Release(source, _WHAT) as release:
+        found = find_sets(release)
+        wanted = [s for s in SETS if s in sets]
+        writer = PreparedWriter(
+            out_dir, "goals", {"sets": wanted}, len(CLASS_NAMES), overwrite=overwrite
         )
-        if not stems:
-            raise ValueError(f"{set_dir / 'Image'} holds no <number>.png image.")
-        stream_volumes(writer, [f"{SETS[name]}_{s}" for s in stems], _reader(set_dir, glaucoma))
-    return writer.finish(missing=missing)
+        missing = [s for s in wanted if s not in found]
+        for name in (s for s in wanted if s in found):
+            set_dir = found[name]
+            sheets = [n for n in release.children(set_dir) if n.endswith("_GC_GT.xlsx")]
+            glaucoma = read_glaucoma_labels(release, sheets[0]) if sheets else None
+            if name == "Train" and not sheets:
+                missing.append("Train/Train_GC_GT.xlsx")
+            stems = [
+                m.group(1)
+                for n in release.children(join(set_dir, "Image"))
+                if (m := _STEM.match(release.basename(n)))
+            ]
+            if not stems:
+                raise ValueError(
+                    f"{release.where(set_dir + '/Image')} holds no <number>.png image."
+                )
+            writer.write_volumes(
+                [f"{SETS[name]}_{s}" for s in stems],
+                lambda v, d=set_dir, g=glaucoma: read_image_volume(
+                    release, d, v.split("_", 1)[1], g
+                ),
+            )
+        return writer.finish(missing=missing)
 
 
 def split_specs() -> dict[str, dict[str, Any]]:

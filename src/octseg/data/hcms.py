@@ -31,11 +31,7 @@ from __future__ import annotations
 import io
 import logging
 import re
-import tempfile
-import zipfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +41,7 @@ from scipy.interpolate import CubicSpline
 
 from octseg.data.base import BScanRecord
 from octseg.data.prepared import PreparedWriter, PrepareSummary
+from octseg.data.release import Release
 from octseg.data.vendor import read_vendor, to_display
 
 __all__ = [
@@ -65,6 +62,7 @@ SUBJECTS = tuple(f"hc{i:02d}" for i in range(1, 15)) + tuple(f"ms{i:02d}" for i 
 BOUNDARY_NAMES = ("ILM", "RNFL-GCL", "IPL-INL", "INL-OPL", "OPL-ONL", "ELM", "IS-OS", "OS-RPE",
                   "BM")  # fmt: skip
 NUM_CLASSES = len(BOUNDARY_NAMES) + 1
+_WHAT = "the HC-MS release folder or .zip (holding vol/ and delineation/)"
 _STEM = re.compile(r"^(?P<subject>(?:hc|ms)\d{2})_[^/]*$", re.IGNORECASE)
 _INTENSITIES = ("root", "log")
 
@@ -219,54 +217,24 @@ def boundaries_to_labels(bounds: np.ndarray, height: int) -> np.ndarray:
     return (rows > rounded[None]).sum(axis=1).astype(np.uint8)
 
 
-@dataclass
-class _Release:
-    """Where each subject's two files are: ``{subject: (vol name, mat name)}`` inside a folder
-    or a zip archive."""
-
-    source: Path
-    files: dict[str, tuple[str | None, str | None]]
-    archive: zipfile.ZipFile | None = None
-
-    @contextmanager
-    def vol_path(self, name: str) -> Iterator[Path]:
-        if self.archive is None:
-            yield self.source / name
-            return
-        with tempfile.TemporaryDirectory() as tmp:  # eyepy reads from a path
-            path = Path(tmp) / Path(name).name
-            path.write_bytes(self.archive.read(name))
-            yield path
-
-    def mat(self, name: str) -> str | Path | bytes:
-        return self.archive.read(name) if self.archive is not None else self.source / name
-
-
-def _list_files(source: Path, archive: zipfile.ZipFile | None) -> list[str]:
-    if archive is not None:
-        return [n for n in archive.namelist() if not n.endswith("/")]
-    return [p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()]
-
-
-def find_release(source: str | Path) -> _Release:
-    """Locates the HC-MS volumes and delineations in a folder or zip archive.
+def find_release(source: str | Path | Release) -> dict[str, tuple[str | None, str | None]]:
+    """Locates the HC-MS volumes and delineations in a release (folder or zip archive).
 
     Tolerates one enclosing folder (``OCT_Manual_Delineations-2018_June_29/``, the ``_b``
     variant, or any other name).
+
+    Returns:
+        ``{subject: (vol name, mat name)}`` in the release (None where a file is absent).
 
     Raises:
         FileNotFoundError: if ``source`` does not exist.
         ValueError: if it holds no HC-MS files, or is the ``vol/`` or ``delineation/`` folder
             itself (the level above is expected).
     """
-    source = Path(source).expanduser()
-    if not source.exists():
-        raise FileNotFoundError(f"HC-MS release {source} does not exist.")
-    archive = zipfile.ZipFile(source) if source.is_file() else None
-    names = _list_files(source, archive)
+    release = source if isinstance(source, Release) else Release(source, _WHAT)
     files: dict[str, list[str | None]] = {}
     roots = set()
-    for name in names:
+    for name in release.names:
         parts = name.split("/")
         if len(parts) < 2 or len(parts) > 3 or parts[-2] not in ("vol", "delineation"):
             continue
@@ -280,21 +248,22 @@ def find_release(source: str | Path) -> _Release:
         slot[0 if want == "vol" else 1] = name
     if len(roots) > 1:
         raise ValueError(
-            f"{source} holds several HC-MS releases ({sorted(roots)}); point at one of them."
+            f"{release.source} holds several HC-MS releases ({sorted(roots)}); point at one "
+            "of them."
         )
     if not files:
-        loose = [n for n in names if n.lower().endswith((".vol", ".mat"))][:3]
+        loose = [n for n in release.names if n.lower().endswith((".vol", ".mat"))][:3]
         hint = (
             f" It holds {loose} but not under vol/ and delineation/: pass the folder (or .zip) "
             "that holds the vol/ and delineation/ folders, not one of them."
-            if loose or source.name in ("vol", "delineation")
+            if loose or release.source.name in ("vol", "delineation")
             else ""
         )
         raise ValueError(
-            f"{source} holds no HC-MS files (expected vol/<hcNN|msNN>_*.vol and "
+            f"{release.source} holds no HC-MS files (expected vol/<hcNN|msNN>_*.vol and "
             f"delineation/<same>.mat, directly or inside one folder).{hint}"
         )
-    return _Release(source, {k: (v[0], v[1]) for k, v in sorted(files.items())}, archive)
+    return {k: (v[0], v[1]) for k, v in sorted(files.items())}
 
 
 def read_hcms_volume(
@@ -390,31 +359,37 @@ def prepare_hcms(
     unknown = sorted(set(wanted) - set(SUBJECTS))
     if unknown:
         raise ValueError(f"Unknown HC-MS subjects {unknown}; expected hc01..hc14, ms01..ms21.")
-    release = find_release(source)
+    with Release(source, _WHAT) as release:
+        return _prepare_hcms(release, out_dir, overwrite, intensity, wanted)
+
+
+def _prepare_hcms(
+    release: Release, out_dir: str | Path, overwrite: bool, intensity: str, wanted: list[str]
+) -> PrepareSummary:
+    files = find_release(release)
     writer = PreparedWriter(
         out_dir, "hcms", {"intensity": intensity, "labels": "jhu-0..9"}, NUM_CLASSES,
         overwrite=overwrite,
     )  # fmt: skip
-    missing = []
-    try:
-        for subject in wanted:
-            vol_name, mat_name = release.files.get(subject, (None, None))
-            if vol_name is None or mat_name is None:
-                lacking = [w for w, f in (("vol", vol_name), ("delineation", mat_name)) if not f]
-                missing.append(f"{subject} (no {' and no '.join(lacking)} file)")
-                continue
-            if writer.has_volume(subject):
-                writer.skip_volume(subject)
-                continue
-            with release.vol_path(vol_name) as vol_path:
-                records, surfaces, meta = read_hcms_volume(
-                    vol_path, release.mat(mat_name), subject, intensity, mat_name
-                )
-            if not records:
-                raise ValueError(f"{mat_name}: no B-scan is delineated.")
-            writer.write_volume(records, surfaces, meta)
-            log.info("hcms: %s, %d delineated B-scans", subject, len(records))
-    finally:
-        if release.archive is not None:
-            release.archive.close()
+    missing, present = [], []
+    for subject in wanted:
+        vol_name, mat_name = files.get(subject, (None, None))
+        if vol_name is None or mat_name is None:
+            lacking = [w for w, f in (("vol", vol_name), ("delineation", mat_name)) if not f]
+            missing.append(f"{subject} (no {' and no '.join(lacking)} file)")
+        else:
+            present.append(subject)
+
+    def read(subject: str) -> tuple[list[BScanRecord], dict[str, np.ndarray], dict[str, Any]]:
+        vol_name, mat_name = files[subject]
+        with release.local_path(vol_name) as vol_path:
+            records, surfaces, meta = read_hcms_volume(
+                vol_path, release.read_bytes(mat_name), subject, intensity,
+                release.where(mat_name),
+            )  # fmt: skip
+        if not records:
+            raise ValueError(f"{release.where(mat_name)}: no B-scan is delineated.")
+        return records, surfaces, meta
+
+    writer.write_volumes(present, read)
     return writer.finish(missing=missing)

@@ -1,6 +1,7 @@
 """Building blocks shared by the AI-Challenger 2018, Kermany 2018, OCT-C8 and OCTID parsers:
-reading a release as downloaded (folder or zip), decoding grey images, preparing image-level
-sets (B-scans with a class, no pixel labels) and the DataModule that selects classes.
+finding a release's files by pattern (releases are read with :mod:`octseg.data.release`),
+preparing image-level sets (B-scans with a class, no pixel labels) and the DataModule that
+selects classes.
 
 Image-level sets are prepared into OCTSeg's prepared layout (:mod:`octseg.data.prepared`) as
 unlabelled B-scans; each volume's ``meta`` holds ``class`` (the image-level class) and
@@ -14,42 +15,31 @@ two of them is refused.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from octseg.data.base import BScanRecord, SegSample
 from octseg.data.prepared import PreparedDataModule, PreparedWriter, PrepareSummary
-from octseg.data.splits import PARTS, load_split, partition
+from octseg.data.release import Release
 
 __all__ = [
-    "RELEASE_PART_RULE",
     "ImageItem",
     "ImageLevelDataModule",
-    "ReleaseFiles",
-    "decode_grey",
     "find_parts",
-    "image_level_main_settings",
-    "missing_groups",
     "prepare_image_level",
     "safe_id",
 ]
 
 log = logging.getLogger(__name__)
 
-#: ``rule`` of a split file whose names are release parts rather than subjects or volumes.
-RELEASE_PART_RULE = "release_part"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -58,125 +48,12 @@ def safe_id(name: str) -> str:
     return _UNSAFE.sub("_", name).strip("_") or "_"
 
 
-class ReleaseFiles:
-    """The files of a release as downloaded: a folder or a ``.zip`` archive, read in place.
-
-    Args:
-        source: the folder or zip archive.
-        title: the dataset's name for error messages.
-
-    Attributes:
-        files: the release's file paths (POSIX, relative to the folder or archive root),
-            sorted; macOS metadata (``__MACOSX/``, ``._*``) and hidden files left out.
-
-    Raises:
-        FileNotFoundError: if ``source`` does not exist.
-        ValueError: if it is neither a folder nor a zip archive.
-    """
-
-    def __init__(self, source: str | Path, title: str) -> None:
-        self.source = Path(source).expanduser()
-        self._zip: zipfile.ZipFile | None = None
-        if not self.source.exists():
-            raise FileNotFoundError(
-                f"{title} release {self.source} does not exist; pass the release folder or "
-                "its .zip archive as downloaded."
-            )
-        if self.source.is_dir():
-            names = [
-                p.relative_to(self.source).as_posix()
-                for p in self.source.rglob("*")
-                if p.is_file()
-            ]
-        elif zipfile.is_zipfile(self.source):
-            self._zip = zipfile.ZipFile(self.source)
-            names = [n for n in self._zip.namelist() if not n.endswith("/")]
-        else:
-            raise ValueError(
-                f"{self.source} is neither a folder nor a .zip archive; extract other archives "
-                f"(.tar.gz, .rar, .7z) of {title} first and pass the folder."
-            )
-        self.files = sorted(n for n in names if not _is_metadata(n))
-
-    def read(self, name: str) -> bytes:
-        """The bytes of one file (a path from :attr:`files`)."""
-        if self._zip is not None:
-            return self._zip.read(name)
-        return (self.source / name).read_bytes()
-
-    def where(self, name: str) -> str:
-        """``name`` as a user finds it, for messages."""
-        return f"{self.source}:{name}" if self._zip is not None else str(self.source / name)
-
-    def close(self) -> None:
-        """Closes the archive (a folder needs nothing)."""
-        if self._zip is not None:
-            self._zip.close()
-
-    def __enter__(self) -> ReleaseFiles:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _is_metadata(name: str) -> bool:
-    parts = name.split("/")
-    return parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts)
-
-
-def decode_grey(data: bytes, where: str, exact: bool = False) -> np.ndarray:
-    """Decodes a BMP/PNG/JPEG/TIFF to a 2-D uint8 (or uint16) array in its native values.
-
-    A colour file whose channels are equal (grey stored as RGB) gives one channel. A colour
-    file with different channels is converted to luma (ITU-R 601) unless ``exact``, which
-    refuses it (labels must never be blended).
-
-    Args:
-        data: the file's bytes.
-        where: the file, for error messages.
-        exact: refuse colour files whose channels differ (label images).
-
-    Raises:
-        ValueError: naming ``where``, for an unreadable file or (``exact``) a colour one.
-    """
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            if img.mode == "P":
-                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-            if img.mode in ("1", "LA"):
-                img = img.convert("L")
-            array = np.array(img)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{where} could not be read as an image ({err}).") from err
-    if array.ndim == 3:
-        rgb = array[..., :3]
-        if (rgb == rgb[..., :1]).all():
-            array = rgb[..., 0]
-        elif exact:
-            raise ValueError(
-                f"{where} is a colour image with different channels; expected a grey label "
-                "image (one value per pixel)."
-            )
-        else:
-            array = np.array(Image.fromarray(rgb).convert("L"))
-    if array.dtype == np.int32 and array.max(initial=0) <= 65535 and array.min(initial=0) >= 0:
-        array = array.astype(np.uint16)  # PIL opens 16-bit PNGs as mode I
-    if array.ndim != 2 or array.dtype not in (np.uint8, np.uint16):
-        raise ValueError(
-            f"{where}: got a {array.dtype} image of shape {array.shape}; expected a 2-D 8 or "
-            "16 bit grey image."
-        )
-    return np.ascontiguousarray(array)
-
-
 @dataclass(frozen=True)
 class ImageItem:
     """One B-scan of an image-level release, as a parser finds it.
 
     Attributes:
-        path: the file within the release (:attr:`ReleaseFiles.files`).
+        path: the file within the release (:attr:`Release.names`).
         part: the release part it is in: ``train``, ``val`` or ``test``.
         image_class: its image-level class (canonical name, e.g. ``NORMAL``).
         subject_id: the patient, or the image's own id when the release names none.
@@ -196,37 +73,60 @@ class ImageItem:
 
 
 def prepare_image_level(
-    files: ReleaseFiles,
+    source: str | Path,
+    what: str,
+    find_items: Callable[[Release], Sequence[ImageItem]],
+    out_dir: str | Path,
+    dataset: str,
+    classes: Sequence[str],
+    parts: Sequence[str],
+    overwrite: bool = False,
+    spacing_um: Sequence[float] | None = None,
+) -> PrepareSummary:
+    """Prepares an image-level release: its B-scans (unlabelled) in the prepared layout, one
+    volume (``ImageItem.volume_id``) at a time; volumes already there are skipped.
+
+    Args:
+        source: the release folder or ``.zip`` as downloaded.
+        what: what ``source`` should be, for errors.
+        find_items: the dataset's parser, ``release -> every B-scan to prepare``.
+        out_dir: the dataset folder.
+        dataset: the dataset's config name.
+        classes: the dataset's image-level classes, in ``class_index`` order (stored in the
+            marker).
+        parts: the release parts the release should hold; ``<part>/<class>`` groups without
+            an image are listed as missing (a partial download).
+        overwrite: replace a folder prepared with other settings.
+        spacing_um: ``(axial, lateral, bscan)`` of every volume, or None (unknown).
+
+    Raises:
+        FileNotFoundError: if ``source`` does not exist.
+        ValueError: on an unreadable image, or a volume whose scans disagree on subject,
+            class or part.
+    """
+    with Release(source, what) as release:
+        items = find_items(release)
+        return _write_image_level(
+            release, items, out_dir, dataset, {"image_classes": list(classes)}, overwrite,
+            spacing_um, _missing_groups(items, parts, classes),
+        )  # fmt: skip
+
+
+def _write_image_level(
+    release: Release,
     items: Sequence[ImageItem],
     out_dir: str | Path,
     dataset: str,
     settings: dict[str, Any],
-    overwrite: bool = False,
-    spacing_um: Sequence[float] | None = None,
-    missing: Sequence[str] = (),
+    overwrite: bool,
+    spacing_um: Sequence[float] | None,
+    missing: Sequence[str],
 ) -> PrepareSummary:
-    """Writes an image-level release's B-scans (unlabelled) in the prepared layout, one volume
-    (``ImageItem.volume_id``) at a time; volumes already there are skipped.
-
-    Args:
-        files: the opened release.
-        items: every B-scan to prepare.
-        out_dir: the dataset folder.
-        dataset: the dataset's config name.
-        settings: preparation settings stored in the marker.
-        overwrite: replace a folder prepared with other settings.
-        spacing_um: ``(axial, lateral, bscan)`` of every volume, or None (unknown).
-        missing: release parts or classes not found (listed in the summary, warned about).
-
-    Raises:
-        ValueError: on an unreadable image, or a volume whose scans disagree on subject,
-            class or part.
-    """
     writer = PreparedWriter(out_dir, dataset, settings, num_classes=1, overwrite=overwrite)
     volumes: dict[str, list[ImageItem]] = {}
     for item in items:
         volumes.setdefault(item.volume_id, []).append(item)
-    for volume_id, members in sorted(volumes.items()):
+    for volume_id, members in volumes.items():
         first = members[0]
         for m in members[1:]:
             if (m.subject_id, m.image_class, m.part) != (
@@ -235,16 +135,15 @@ def prepare_image_level(
                 first.part,
             ):
                 raise ValueError(
-                    f"{files.where(m.path)} and {files.where(first.path)} both map to volume "
+                    f"{release.where(m.path)} and {release.where(first.path)} both map to volume "
                     f"{volume_id!r} but differ in subject, class or release part."
                 )
-        if writer.has_volume(volume_id):
-            writer.skip_volume(volume_id)
-            continue
-        members = sorted(members, key=lambda m: (m.bscan_index, m.case_id))
+
+    def read(volume_id: str) -> tuple[list[BScanRecord], dict[str, Any]]:
+        members = sorted(volumes[volume_id], key=lambda m: (m.bscan_index, m.case_id))
         records = [
             BScanRecord(
-                image=decode_grey(files.read(m.path), files.where(m.path)),
+                image=release.read_grey(m.path, colour="luma"),
                 mask=None,
                 case_id=m.case_id,
                 volume_id=volume_id,
@@ -254,12 +153,11 @@ def prepare_image_level(
             )
             for m in members
         ]
-        meta = {
-            "class": first.image_class,
-            "part": first.part,
-            "files": [m.path for m in members],
-        }
-        writer.write_volume(records, meta=meta)
+        meta = {"class": members[0].image_class, "part": members[0].part,
+                "files": [m.path for m in members]}  # fmt: skip
+        return records, meta
+
+    writer.write_volumes(sorted(volumes), read)
     return writer.finish(missing=missing)
 
 
@@ -346,73 +244,31 @@ class ImageLevelDataModule(PreparedDataModule):
                 self.volume_meta[volume[0].volume_id] = meta
                 yield volume
 
-    def _resolve_release_parts(
-        self, info: dict[str, Any], records: Sequence[BScanRecord]
-    ) -> dict[str, Any]:
-        """Turns a ``release_part`` split (names = release parts) into subject/volume names."""
-        key_of = (lambda r: str(r.subject_id)) if info["unit"] == "subject" else (
-            lambda r: r.volume_id
-        )  # fmt: skip
-        part_of_release = {name: part for part in PARTS for name in info[part]}
-        parts: dict[str, set[str]] = {part: set() for part in PARTS}
-        release_parts: dict[str, set[str]] = {}
-        for r in records:
-            release = self.volume_meta[r.volume_id]["part"]
-            release_parts.setdefault(key_of(r), set()).add(release)
-            if release in part_of_release:
-                parts[part_of_release[release]].add(key_of(r))
-        shared = {k: sorted(v) for k, v in release_parts.items() if len(v) > 1}
-        if shared:
-            raise ValueError(
-                f"{self.describe_source()}: {info['unit']}s in several release parts "
-                f"{dict(list(shared.items())[:5])} ({len(shared)} in all); the split "
-                f"{info['file']} keeps release parts apart, so they would leak. Use a split file "
-                "that lists subjects."
-            )
-        return {**info, **{part: sorted(names) for part, names in parts.items()}}
+    def release_parts(self, records: Sequence[BScanRecord]) -> list[str]:
+        """The release part (``meta.part``) of each B-scan's volume."""
+        return [self.volume_meta[r.volume_id]["part"] for r in records]
+
+    def keep_in_training(self, record: BScanRecord) -> bool:
+        """Only the classes of ``train_classes`` train (all selected ones when unset)."""
+        return (
+            self.train_classes is None
+            or self.volume_meta[record.volume_id]["class"] in self.train_classes
+        )
+
+    def make_dataset(self, records: Sequence[BScanRecord], part: str) -> Dataset:
+        """The base dataset, each sample with its ``class_index``."""
+        class_ids = [
+            self.image_classes.index(self.volume_meta[r.volume_id]["class"]) for r in records
+        ]
+        return _WithClassIndex(super().make_dataset(records, part), class_ids)
 
     def build_datasets(self) -> dict[str, Dataset]:
-        """Reads the selected volumes, applies the split (release parts or named subjects /
-        volumes), the training class filter, and builds one dataset per non-empty part."""
-        if self.split is None:
-            raise ValueError(f"{self.dataset_name}: dataset.split is not set; name a split file.")
-        records = [record for volume in self.read_volumes() for record in volume]
-        info = load_split(self.split, self.fold, self.split_dir, self.splits_name)
-        rule = json.loads(Path(info["file"]).read_text()).get("rule")
-        if rule == RELEASE_PART_RULE:
-            info = self._resolve_release_parts(info, records)
-        elif rule is not None:
-            raise ValueError(
-                f"{info['file']} has rule {rule!r}; known: {RELEASE_PART_RULE!r} (or none)."
-            )
-        indices = partition(
-            [str(r.subject_id) for r in records], [r.volume_id for r in records], info,
-            self.describe_source(),
-        )  # fmt: skip
-        if self.train_classes is not None:
-            indices["train"] = [
-                i
-                for i in indices["train"]
-                if self.volume_meta[records[i].volume_id]["class"] in self.train_classes
-            ]
-        datasets: dict[str, Dataset] = {}
-        for part in PARTS:
-            if not indices[part]:
-                continue
-            chosen = [records[i] for i in indices[part]]
-            class_ids = [
-                self.image_classes.index(self.volume_meta[r.volume_id]["class"]) for r in chosen
-            ]
-            datasets[part] = _WithClassIndex(self.make_dataset(chosen, part), class_ids)
-        self.split_info = {**info, "fold": self.fold}
+        """The base's datasets (split, training class filter), logged with the classes."""
+        datasets = super().build_datasets()
         log.info(
-            "%s split %s fold %d (by %s%s) from %s, classes %s (train %s): train %d B-scans, "
-            "val %d, test %d",
-            type(self).__name__, info["protocol"], self.fold, info["unit"],
-            f", {rule}" if rule else "", self.describe_source(),
+            "%s classes %s (train %s)", type(self).__name__,
             sorted(self.classes or self.image_classes),
             sorted(self.train_classes or self.classes or self.image_classes),
-            *(len(indices[p]) for p in PARTS),
         )  # fmt: skip
         return datasets
 
@@ -450,14 +306,9 @@ def find_parts(
     )
 
 
-def missing_groups(
+def _missing_groups(
     items: Sequence[ImageItem], parts: Sequence[str], classes: Sequence[str]
 ) -> list[str]:
     """``<part>/<class>`` folders of the release that hold no image (a partial download)."""
     found = {(i.part, i.image_class) for i in items}
     return [f"{p}/{c}" for p in parts for c in classes if (p, c) not in found]
-
-
-def image_level_main_settings(classes: Sequence[str]) -> dict[str, Any]:
-    """The settings stored in an image-level marker (the classes, in ``class_index`` order)."""
-    return {"image_classes": list(classes)}

@@ -20,13 +20,11 @@ from pathlib import Path
 
 from octseg.data.image_sets import (
     ImageItem,
-    ReleaseFiles,
     find_parts,
-    image_level_main_settings,
-    missing_groups,
     prepare_image_level,
 )
 from octseg.data.prepared import PrepareSummary
+from octseg.data.release import Release
 
 __all__ = ["CLASSES", "find_kermany_images", "prepare_kermany"]
 
@@ -35,10 +33,11 @@ _CLS = "|".join(CLASSES)
 _FILE = re.compile(
     rf"(?:^|/)(train|test|val)/({_CLS})/([A-Za-z]+)-(\d+)-(\d+)\.jpe?g$", re.IGNORECASE
 )
+_WHAT = "the Kermany 2018 release folder or .zip as downloaded (OCT2017, CellData/OCT, ...)"
 _EXPECTED = "train/<CLASS>/<CLASS>-<patient>-<n>.jpeg and test/<CLASS>/..."
 
 
-def find_kermany_images(files: ReleaseFiles) -> list[ImageItem]:
+def find_kermany_images(release: Release) -> list[ImageItem]:
     """The release's B-scans with part, class, patient and number.
 
     Raises:
@@ -46,7 +45,7 @@ def find_kermany_images(files: ReleaseFiles) -> list[ImageItem]:
             class than its folder.
     """
     matches = find_parts(
-        files.files, _FILE, "Kermany 2018", _EXPECTED,
+        release.names, _FILE, "Kermany 2018", _EXPECTED,
         wrong_level=lambda f: re.search(rf"(^|/)({_CLS})/[^/]+\.jpe?g$", f, re.I) is not None,
     )  # fmt: skip
     items = []
@@ -54,7 +53,7 @@ def find_kermany_images(files: ReleaseFiles) -> list[ImageItem]:
         part, folder, named = m.group(1).lower(), m.group(2).upper(), m.group(3).upper()
         if named != folder:
             raise ValueError(
-                f"{files.where(path)} is named for class {named} but lies in {folder}/; "
+                f"{release.where(path)} is named for class {named} but lies in {folder}/; "
                 f"expected {folder}-<patient>-<n>.jpeg."
             )
         patient, number = m.group(4), int(m.group(5))
@@ -90,9 +89,13 @@ def prepare_kermany(
         FileNotFoundError: if ``source`` does not exist.
         ValueError: naming the file, for unreadable images or misplaced files.
     """
-    with ReleaseFiles(source, "Kermany 2018") as files:
-        items = find_kermany_images(files)
-        return prepare_image_level(
-            files, items, out_dir, "kermany", image_level_main_settings(CLASSES), overwrite,
-            missing=missing_groups(items, ("train", "test"), CLASSES),
-        )  # fmt: skip
+    return prepare_image_level(
+        source,
+        _WHAT,
+        find_kermany_images,
+        out_dir,
+        "kermany",
+        CLASSES,
+        ("train", "test"),
+        overwrite,
+    )

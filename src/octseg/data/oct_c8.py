@@ -20,14 +20,12 @@ from pathlib import Path, PurePosixPath
 
 from octseg.data.image_sets import (
     ImageItem,
-    ReleaseFiles,
     find_parts,
-    image_level_main_settings,
-    missing_groups,
     prepare_image_level,
     safe_id,
 )
 from octseg.data.prepared import PrepareSummary
+from octseg.data.release import Release
 
 __all__ = ["CLASSES", "find_oct_c8_images", "prepare_oct_c8"]
 
@@ -37,17 +35,18 @@ _FILE = re.compile(
     rf"(?:^|/)(train|val|validation|test)/({'|'.join(CLASSES)})/[^/]+\.(jpe?g|png)$",
     re.IGNORECASE,
 )
+_WHAT = "the OCT-C8 release folder or the Kaggle .zip as downloaded"
 _EXPECTED = "train/<CLASS>/<file>.jpg, val/<CLASS>/... and test/<CLASS>/..."
 
 
-def find_oct_c8_images(files: ReleaseFiles) -> list[ImageItem]:
+def find_oct_c8_images(release: Release) -> list[ImageItem]:
     """The release's B-scans with part and class (each its own volume).
 
     Raises:
         ValueError: on a wrong folder level, no image, or two files of one name.
     """
     matches = find_parts(
-        files.files, _FILE, "OCT-C8", _EXPECTED,
+        release.names, _FILE, "OCT-C8", _EXPECTED,
         wrong_level=lambda f: re.search(rf"(^|/)({'|'.join(CLASSES)})/[^/]+\.(jpe?g|png)$", f,
                                         re.IGNORECASE) is not None,
     )  # fmt: skip
@@ -56,7 +55,7 @@ def find_oct_c8_images(files: ReleaseFiles) -> list[ImageItem]:
         case = safe_id(PurePosixPath(path).stem)
         if case in seen:
             raise ValueError(
-                f"{files.where(path)} and {files.where(seen[case])} share the name {case!r}; "
+                f"{release.where(path)} and {release.where(seen[case])} share the name {case!r}; "
                 "OCT-C8 file names are unique in the release."
             )
         seen[case] = path
@@ -83,9 +82,13 @@ def prepare_oct_c8(
         FileNotFoundError: if ``source`` does not exist.
         ValueError: naming the file, for unreadable images or a wrong folder level.
     """
-    with ReleaseFiles(source, "OCT-C8") as files:
-        items = find_oct_c8_images(files)
-        return prepare_image_level(
-            files, items, out_dir, "oct_c8", image_level_main_settings(CLASSES), overwrite,
-            missing=missing_groups(items, ("train", "val", "test"), CLASSES),
-        )  # fmt: skip
+    return prepare_image_level(
+        source,
+        _WHAT,
+        find_oct_c8_images,
+        out_dir,
+        "oct_c8",
+        CLASSES,
+        ("train", "val", "test"),
+        overwrite,
+    )

@@ -109,7 +109,7 @@ def _read_volume(
         )
     expected = "'Layer' (6, n_bscans, width) surface rows"
     surfaces = np.asarray(load_mat(release, layers_name, ["Layer"], expected)["Layer"])
-    first = release.read_grey_image(files[1])
+    first = release.read_grey(files[1])
     height, width = first.shape
     if surfaces.shape != (len(SURFACE_NAMES), len(numbers), width):
         raise ValueError(
@@ -123,7 +123,7 @@ def _read_volume(
     records, rows, raised = [], {}, 0
     for number in numbers[::bscan_step]:
         name = files[number]
-        image = first if number == 1 else release.read_grey_image(name)
+        image = first if number == 1 else release.read_grey(name)
         if image.shape != (height, width) or image.dtype != np.uint8:
             raise ValueError(
                 f"{release.where(name)} is {image.dtype} {image.shape}; expected uint8 "
@@ -172,35 +172,39 @@ def prepare_octa500(
         raise ValueError(f"subset must be 6mm, 3mm or both, got {subset!r} (--subset).")
     if isinstance(bscan_step, bool) or not isinstance(bscan_step, int) or bscan_step < 1:
         raise ValueError(f"bscan_step must be a positive integer, got {bscan_step!r}.")
-    release = Release(source, _ROOT)
-    bscans, layers = find_octa500(release)
-    writer = PreparedWriter(
-        out_dir,
-        "octa500",
-        {"subset": subset, "bscan_step": bscan_step},
-        num_classes=len(CLASS_NAMES),
-        overwrite=overwrite,
-    )
-    missing: list[str] = []
-    raised = 0
-    for name in subsets:
-        ids = SUBSETS[name][0]
-        present = [v for v in ids if v in bscans]
-        if not present:
-            missing.append(f"OCTA_{name} (no volume of {ids.start}..{ids.stop - 1})")
-            continue
-        missing += [str(v) for v in ids if v not in bscans]
-        for volume in present:
-            if volume not in layers:
-                missing.append(f"{volume} (no GT_Layers/{volume}.mat)")
-            elif writer.has_volume(str(volume)):
-                writer.skip_volume(str(volume))
-            else:
-                records, rows, n = _read_volume(
-                    release, volume, bscans[volume], layers[volume], bscan_step
-                )
-                raised += n
-                writer.write_volume(records, rows, {"subset": name, "bscans": len(bscans[volume])})
-    if raised:
-        log.info("OCTA-500: %d crossing surface entries raised onto the surface above.", raised)
+    with Release(source, _ROOT) as release:
+        bscans, layers = find_octa500(release)
+        writer = PreparedWriter(
+            out_dir,
+            "octa500",
+            {"subset": subset, "bscan_step": bscan_step},
+            num_classes=len(CLASS_NAMES),
+            overwrite=overwrite,
+        )
+        missing: list[str] = []
+        raised: list[int] = []  # crossing surface entries raised, per volume read
+
+        def read(name: str, volume: int) -> tuple[list[BScanRecord], dict, dict]:
+            records, rows, n = _read_volume(
+                release, volume, bscans[volume], layers[volume], bscan_step
+            )
+            raised.append(n)
+            return records, rows, {"subset": name, "bscans": len(bscans[volume])}
+
+        for name in subsets:
+            ids = SUBSETS[name][0]
+            present = [v for v in ids if v in bscans]
+            if not present:
+                missing.append(f"OCTA_{name} (no volume of {ids.start}..{ids.stop - 1})")
+                continue
+            missing += [str(v) for v in ids if v not in bscans]
+            missing += [f"{v} (no GT_Layers/{v}.mat)" for v in present if v not in layers]
+            writer.write_volumes(
+                [str(v) for v in present if v in layers],
+                lambda v, name=name: read(name, int(v)),
+            )
+    if sum(raised):
+        log.info(
+            "OCTA-500: %d crossing surface entries raised onto the surface above.", sum(raised)
+        )
     return writer.finish(missing=missing)

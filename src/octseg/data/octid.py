@@ -20,14 +20,12 @@ from pathlib import Path, PurePosixPath
 
 from octseg.data.image_sets import (
     ImageItem,
-    ReleaseFiles,
     find_parts,
-    image_level_main_settings,
-    missing_groups,
     prepare_image_level,
     safe_id,
 )
 from octseg.data.prepared import PrepareSummary
+from octseg.data.release import Release
 
 __all__ = ["CLASSES", "FOLDERS", "find_octid_images", "prepare_octid"]
 
@@ -39,22 +37,23 @@ FOLDERS = {
     "DIABETIC_RETINOPATHY": "DR",
 }  # fmt: skip
 _FILE = re.compile(rf"(?:^|/)({'|'.join(FOLDERS)})/([^/]+)\.(jpe?g|png|tiff?)$", re.IGNORECASE)
+_WHAT = "the OCTID folder (or .zip) holding the class folders"
 _EXPECTED = "NORMAL/<file>.jpeg, MH/..., AMD/..., CSR/..., DR/..."
 
 
-def find_octid_images(files: ReleaseFiles) -> list[ImageItem]:
+def find_octid_images(release: Release) -> list[ImageItem]:
     """The release's B-scans with their class (each its own volume, part ``test``).
 
     Raises:
         ValueError: if no class folder holds an image, or two files share a name.
     """
     items, seen = [], {}
-    for path, m in find_parts(files.files, _FILE, "OCTID", _EXPECTED):
+    for path, m in find_parts(release.names, _FILE, "OCTID", _EXPECTED):
         image_class = FOLDERS[m.group(1).upper()]
         case = safe_id(f"{image_class}_{PurePosixPath(path).stem}")
         if case in seen:
             raise ValueError(
-                f"{files.where(path)} and {files.where(seen[case])} give the same scan "
+                f"{release.where(path)} and {release.where(seen[case])} give the same scan "
                 f"{case!r}; pass one copy of the release."
             )
         seen[case] = path
@@ -79,9 +78,6 @@ def prepare_octid(
         FileNotFoundError: if ``source`` does not exist.
         ValueError: naming the file, for unreadable images.
     """
-    with ReleaseFiles(source, "OCTID") as files:
-        items = find_octid_images(files)
-        return prepare_image_level(
-            files, items, out_dir, "octid", image_level_main_settings(CLASSES), overwrite,
-            missing=missing_groups(items, ("test",), CLASSES),
-        )  # fmt: skip
+    return prepare_image_level(
+        source, _WHAT, find_octid_images, out_dir, "octid", CLASSES, ("test",), overwrite
+    )

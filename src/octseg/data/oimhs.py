@@ -29,14 +29,7 @@ import numpy as np
 
 from octseg.data.base import BScanRecord
 from octseg.data.prepared import PreparedWriter, PrepareSummary
-from octseg.data.release_tree import (
-    ReleaseNode,
-    child,
-    find_dirs,
-    open_release,
-    read_image,
-    stream_volumes,
-)
+from octseg.data.release import Release, join
 
 __all__ = [
     "CLASS_NAMES",
@@ -56,6 +49,7 @@ COLOURS = {(0, 0, 0): 0, (0, 255, 0): 1, (255, 255, 0): 2, (0, 0, 255): 3, (255,
 DEMOGRAPHICS = "Demographics of the participants.csv"
 CITATION = "Ye et al., Scientific Data 10:769, 2023"
 _LAYOUT = f"Images/<eye_id>/<k>.png + {DEMOGRAPHICS}"
+_WHAT = f"the OIMHS release folder or .zip holding Images/ and {DEMOGRAPHICS!r}"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _SCAN = re.compile(r"^(\d+)\.png$")
 
@@ -65,52 +59,51 @@ def _id(prefix: str, value: str) -> str:
     return f"{prefix}_{int(value)}" if value.isdigit() else f"{prefix}_{_SAFE.sub('-', value)}"
 
 
-def find_release(source: str | Path) -> ReleaseNode:
-    """The release folder holding ``Images/`` and the demographics file.
+def find_release(release: Release) -> str:
+    """The folder of a release holding ``Images/`` and the demographics file.
 
     Raises:
-        FileNotFoundError: if ``source`` is missing.
-        ValueError: if ``source`` is ``Images`` or an eye folder (wrong level), or holds no
-            release within two levels.
+        ValueError: if the release is ``Images`` or an eye folder (wrong level), or holds no
+            release (or two) within two levels.
     """
-    root = open_release(source)
-    if root.name == "Images" or any(_SCAN.match(n.name) for n in root.iterdir()):
+    top = release.children("")
+    if release.basename("") == "Images" or any(_SCAN.match(release.basename(n)) for n in top):
         raise ValueError(
-            f"{source} is the Images folder or one eye's folder; pass the folder (or archive) "
-            f"that holds Images/ and {DEMOGRAPHICS!r} ({_LAYOUT})."
+            f"{release.source} is the Images folder or one eye's folder; pass the folder (or "
+            f"archive) that holds Images/ and {DEMOGRAPHICS!r} ({_LAYOUT})."
         )
-    found = find_dirs(root, lambda n: child(n, "Images") is not None, max_depth=2)
-    if len(found) != 1:
-        raise ValueError(
-            f"Expected one OIMHS release ({_LAYOUT}) within two levels of {source}; found "
-            f"{[str(f) for f in found]}."
-        )
-    return found[0]
+    found = release.find_folders(
+        lambda f: "OIMHS" if release.is_dir(join(f, "Images")) else None,
+        2,
+        "OIMHS release",
+        _LAYOUT,
+    )
+    return found["OIMHS"]
 
 
-def read_demographics(node: ReleaseNode) -> dict[str, str]:
+def read_demographics(release: Release, name: str) -> dict[str, str]:
     """``{eye id: patient id}`` from the demographics CSV (columns ``Patient ID``, ``Eye ID``).
 
     Raises:
         ValueError: naming the file, for missing columns or an eye listed twice.
     """
-    text = node.read_bytes().decode("utf-8-sig")
-    reader = csv.DictReader(io.StringIO(text))
+    where = release.where(name)
+    reader = csv.DictReader(io.StringIO(release.read_bytes(name).decode("utf-8-sig")))
     columns = [c.strip() for c in reader.fieldnames or []]
     if "Patient ID" not in columns or "Eye ID" not in columns:
-        raise ValueError(f"{node}: columns {columns}; expected 'Patient ID' and 'Eye ID'.")
+        raise ValueError(f"{where}: columns {columns}; expected 'Patient ID' and 'Eye ID'.")
     eyes: dict[str, str] = {}
     for row in reader:
         row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
         if not row["Eye ID"]:
             continue
         if row["Eye ID"] in eyes:
-            raise ValueError(f"{node}: Eye ID {row['Eye ID']!r} is listed twice.")
+            raise ValueError(f"{where}: Eye ID {row['Eye ID']!r} is listed twice.")
         eyes[row["Eye ID"]] = row["Patient ID"]
     return eyes
 
 
-def split_composite(rgb: np.ndarray, node: ReleaseNode | str) -> tuple[np.ndarray, np.ndarray]:
+def split_composite(rgb: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Splits a composite ``[H, 1024, 3]`` into the grey B-scan (left half) and the labels
     mapped from the colours of the right half.
 
@@ -119,12 +112,12 @@ def split_composite(rgb: np.ndarray, node: ReleaseNode | str) -> tuple[np.ndarra
     """
     if rgb.ndim != 3 or rgb.shape[1] != 1024 or rgb.shape[2] < 3:
         raise ValueError(
-            f"{node}: {rgb.shape}; expected a colour composite 1024 columns wide (left 512 the "
+            f"{where}: {rgb.shape}; expected a colour composite 1024 columns wide (left 512 the "
             "B-scan, right 512 the label map)."
         )
     left, right = rgb[:, :512, :3], rgb[:, 512:, :3]
     if not ((left[..., 0] == left[..., 1]) & (left[..., 1] == left[..., 2])).all():
-        raise ValueError(f"{node}: the left half (the B-scan) is not grey.")
+        raise ValueError(f"{where}: the left half (the B-scan) is not grey.")
     code = (right[..., 0].astype(np.int32) << 16) | (right[..., 1].astype(np.int32) << 8)
     code |= right[..., 2]
     labels = np.full(code.shape, 255, np.uint8)
@@ -133,33 +126,37 @@ def split_composite(rgb: np.ndarray, node: ReleaseNode | str) -> tuple[np.ndarra
     unknown = np.unique(right[labels == 255].reshape(-1, 3), axis=0)
     if unknown.size:
         raise ValueError(
-            f"{node}: label colours {[tuple(int(v) for v in c) for c in unknown[:5]]} are not "
+            f"{where}: label colours {[tuple(int(v) for v in c) for c in unknown[:5]]} are not "
             f"among the documented ones {list(COLOURS)}."
         )
     return np.ascontiguousarray(left[..., 0]), labels
 
 
 def read_eye(
-    folder: ReleaseNode, volume_id: str, subject_id: str
+    release: Release, folder: str, volume_id: str, subject_id: str
 ) -> tuple[list[BScanRecord], dict[str, Any]]:
     """Reads one eye's composites into records.
 
     Raises:
         ValueError: naming the file, for an eye without B-scans or a bad composite.
     """
-    scans = sorted((int(m.group(1)), n) for n in folder.iterdir() if (m := _SCAN.match(n.name)))
+    scans = sorted(
+        (int(m.group(1)), n)
+        for n in release.children(folder)
+        if (m := _SCAN.match(release.basename(n)))
+    )
     if not scans:
-        raise ValueError(f"{folder} holds no <k>.png composite.")
+        raise ValueError(f"{release.where(folder)} holds no <k>.png composite.")
     records = []
-    for k, node in scans:
-        img = read_image(node, "composite")
+    for k, name in scans:
+        where = release.where(name)
+        img = release.read_image(name, "composite")
         if img.mode not in ("RGB", "RGBA", "P"):
-            raise ValueError(f"{node}: image mode {img.mode!r}; expected a colour composite.")
-        rgb = np.array(img.convert("RGB"))
-        image, mask = split_composite(rgb, node)
+            raise ValueError(f"{where}: image mode {img.mode!r}; expected a colour composite.")
+        image, mask = split_composite(np.array(img.convert("RGB")), where)
         records.append(BScanRecord(image, mask, f"{volume_id}_{k:03d}", volume_id, k, None,
                                    subject_id))  # fmt: skip
-    return records, {"eye_id": folder.name, "source": str(folder)}
+    return records, {"eye_id": release.basename(folder), "source": release.where(folder)}
 
 
 def prepare_oimhs(
@@ -180,27 +177,31 @@ def prepare_oimhs(
         FileNotFoundError, ValueError: naming the file at fault (an eye folder absent from the
         demographics file, whose patient is then unknown, is an error).
     """
-    root = find_release(source)
-    demographics = child(root, DEMOGRAPHICS)
-    if demographics is None:
-        raise ValueError(f"{root / DEMOGRAPHICS} is missing; it names each eye's patient.")
-    patients = read_demographics(demographics)
-    eyes = {n.name: n for n in (root / "Images").iterdir() if n.is_dir()}
-    unknown = sorted(set(eyes) - set(patients))
-    if unknown:
-        raise ValueError(
-            f"Eye folders {unknown[:10]} in {root / 'Images'} are not in {DEMOGRAPHICS}; their "
-            "patients are unknown (patient-wise splits need them)."
+    with Release(source, _WHAT) as release:
+        root = find_release(release)
+        demographics, images = join(root, DEMOGRAPHICS), join(root, "Images")
+        if not release.exists(demographics):
+            raise ValueError(
+                f"{release.where(demographics)} is missing; it names each eye's patient."
+            )
+        patients = read_demographics(release, demographics)
+        eyes = {release.basename(n): n for n in release.children(images) if release.is_dir(n)}
+        unknown = sorted(set(eyes) - set(patients))
+        if unknown:
+            raise ValueError(
+                f"Eye folders {unknown[:10]} in {release.where(images)} are not in "
+                f"{DEMOGRAPHICS}; their patients are unknown (patient-wise splits need them)."
+            )
+        writer = PreparedWriter(out_dir, "oimhs", {}, len(CLASS_NAMES), overwrite=overwrite)
+        by_id = {_id("eye", e): e for e in sorted(eyes, key=lambda e: (len(e), e))}
+        writer.write_volumes(
+            by_id,
+            lambda v: read_eye(release, eyes[by_id[v]], v, _id("patient", patients[by_id[v]])),
         )
-    writer = PreparedWriter(out_dir, "oimhs", {}, len(CLASS_NAMES), overwrite=overwrite)
-    by_id = {_id("eye", e): e for e in sorted(eyes, key=lambda e: (len(e), e))}
-    stream_volumes(
-        writer,
-        list(by_id),
-        lambda v: read_eye(eyes[by_id[v]], v, _id("patient", patients[by_id[v]])),
-    )
-    missing = [_id("eye", e) for e in sorted(set(patients) - set(eyes), key=lambda e: (len(e), e))]
-    return writer.finish(missing=missing)
+        missing = [
+            _id("eye", e) for e in sorted(set(patients) - set(eyes), key=lambda e: (len(e), e))
+        ]
+        return writer.finish(missing=missing)
 
 
 def split_specs(patients: Sequence[int] = tuple(range(1, 120))) -> dict[str, dict[str, Any]]:

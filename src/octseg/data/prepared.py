@@ -32,7 +32,7 @@ import re
 import shutil
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,6 +284,27 @@ class PreparedWriter:
             shutil.rmtree(final)
         tmp.rename(final)
         self._count(info, None)
+
+    def write_volumes(
+        self,
+        volume_ids: Iterable[str],
+        read: Callable[[str], tuple[Any, ...]],
+    ) -> None:
+        """Writes each volume unless the folder already holds it (a rerun skips it, unread).
+
+        Args:
+            volume_ids: the volumes to write, in order.
+            read: ``volume_id -> (records, meta)`` or ``(records, surfaces, meta)``, the
+                arguments of :meth:`write_volume`.
+        """
+        for volume_id in volume_ids:
+            if self.has_volume(volume_id):
+                self.skip_volume(volume_id)
+                continue
+            *records_surfaces, meta = read(volume_id)
+            self.write_volume(*records_surfaces, meta=meta)
+            log.info("%s: %s written (%d B-scans)", self.dataset, volume_id,
+                     len(records_surfaces[0]))  # fmt: skip
 
     def finish(self, missing: Sequence[str] = ()) -> PrepareSummary:
         """Writes the marker (last) and returns the summary; ``missing`` lists what the

@@ -23,6 +23,7 @@ works inside a ``.zip`` as downloaded, without a 50 MB dependency.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,13 +34,8 @@ import numpy as np
 
 from octseg.data.base import BScanRecord
 from octseg.data.prepared import PreparedWriter, PrepareSummary
-from octseg.data.release_tree import (
-    ReleaseNode,
-    child,
-    find_dirs,
-    open_release,
-    stream_volumes,
-)
+from octseg.data.release import Release, join
+from octseg.data.splits import rotating_folds
 
 __all__ = [
     "CLASS_NAMES",
@@ -75,6 +71,7 @@ _MET_TYPES = {
     "MET_DOUBLE": np.float64,
 }
 _LAYOUT = "TrainingCirrus/RETOUCH-TrainingSet-Cirrus/TRAIN001/{oct,reference}.{mhd,raw}"
+_WHAT = "the RETOUCH release folder or .zip (any level above the TRAINnnn folders)"
 CITATION = "Bogunovic et al., IEEE Trans. Med. Imaging 38(8):1858-1874, 2019"
 
 
@@ -112,11 +109,13 @@ class MhdHeader:
     header_size: int
 
 
-def _fields(node: ReleaseNode) -> dict[str, str]:
+def _fields(release: Release, name: str) -> dict[str, str]:
     try:
-        text = node.read_bytes().decode("latin-1")
-    except OSError as err:
-        raise ValueError(f"MetaImage header {node} could not be read ({err}).") from err
+        text = release.read_bytes(name).decode("latin-1")
+    except (OSError, KeyError) as err:
+        raise ValueError(
+            f"MetaImage header {release.where(name)} could not be read ({err})."
+        ) from err
     fields = {}
     for line in text.splitlines():
         if "=" in line:
@@ -125,31 +124,32 @@ def _fields(node: ReleaseNode) -> dict[str, str]:
     return fields
 
 
-def read_mhd_header(node: ReleaseNode) -> MhdHeader:
-    """Parses a 3-D MetaImage ``.mhd`` header.
+def read_mhd_header(release: Release, name: str) -> MhdHeader:
+    """Parses a 3-D MetaImage ``.mhd`` header (``name`` in ``release``).
 
     Raises:
         ValueError: naming the file, for a missing or unsupported key (compressed or local
             data, other than 3 dimensions or one channel).
     """
-    f = _fields(node)
+    f = _fields(release, name)
+    where = release.where(name)
     expected = "NDims = 3, DimSize = x y z, ElementType, ElementSpacing, ElementDataFile"
     missing = [k for k in ("DimSize", "ElementType", "ElementDataFile") if k not in f]
     if missing or f.get("NDims", "3") != "3":
         raise ValueError(
-            f"{node} is not a 3-D MetaImage header (missing {missing}, NDims "
+            f"{where} is not a 3-D MetaImage header (missing {missing}, NDims "
             f"{f.get('NDims')!r}); expected {expected}."
         )
     if f.get("CompressedData", "False").lower() == "true" or f["ElementDataFile"] == "LOCAL":
         raise ValueError(
-            f"{node}: compressed or header-embedded data (CompressedData/ElementDataFile LOCAL) "
+            f"{where}: compressed or header-embedded data (CompressedData/ElementDataFile LOCAL) "
             "is not used by RETOUCH and not supported; expected a separate uncompressed .raw."
         )
     if f.get("ElementNumberOfChannels", "1") != "1":
-        raise ValueError(f"{node}: {f['ElementNumberOfChannels']} channels; expected 1.")
+        raise ValueError(f"{where}: {f['ElementNumberOfChannels']} channels; expected 1.")
     if f["ElementType"] not in _MET_TYPES:
         raise ValueError(
-            f"{node}: ElementType {f['ElementType']!r} unknown; expected one of "
+            f"{where}: ElementType {f['ElementType']!r} unknown; expected one of "
             f"{sorted(_MET_TYPES)}."
         )
     try:
@@ -158,24 +158,36 @@ def read_mhd_header(node: ReleaseNode) -> MhdHeader:
         sx, sy, sz = spacing
         header_size = int(f.get("HeaderSize", "0"))
     except ValueError as err:
-        raise ValueError(f"{node}: malformed DimSize/ElementSpacing/HeaderSize ({err}).") from err
+        raise ValueError(f"{where}: malformed DimSize/ElementSpacing/HeaderSize ({err}).") from err
     msb = f.get("BinaryDataByteOrderMSB", f.get("ElementByteOrderMSB", "False")).lower() == "true"
     dtype = np.dtype(_MET_TYPES[f["ElementType"]]).newbyteorder(">" if msb else "<")
     return MhdHeader((z, y, x), dtype, (sx, sy, sz), f["ElementDataFile"], header_size)
 
 
-def read_mhd(node: ReleaseNode) -> tuple[np.ndarray, MhdHeader]:
+def read_mhd(
+    source: str | Path | Release, name: str | None = None
+) -> tuple[np.ndarray, MhdHeader]:
     """Reads a MetaImage volume (``.mhd`` plus its data file) as a native-endian ``(z, y, x)``
     array.
+
+    Args:
+        source: the release holding the header, or the header's own path.
+        name: the header's name in ``source`` (a release); None when ``source`` is the path.
 
     Raises:
         ValueError: naming the file, for a missing, truncated or oversized data file.
     """
-    header = read_mhd_header(node)
-    raw = node.parent / header.data_file
-    if not raw.exists():
-        raise ValueError(f"{node} names data file {header.data_file!r}, which is missing.")
-    data = raw.read_bytes()
+    if name is None:
+        path = Path(source)
+        with Release(path.parent, "the folder of a MetaImage header") as folder:
+            return read_mhd(folder, path.name)
+    release = source if isinstance(source, Release) else Release(source, _WHAT)
+    header = read_mhd_header(release, name)
+    raw_name = join(posixpath.dirname(name), header.data_file)
+    where, raw = release.where(name), release.where(raw_name)
+    if not release.exists(raw_name):
+        raise ValueError(f"{where} names data file {header.data_file!r}, which is missing.")
+    data = release.read_bytes(raw_name)
     offset = header.header_size if header.header_size >= 0 else None
     count = int(np.prod(header.shape_zyx))
     need = count * header.dtype.itemsize
@@ -186,63 +198,60 @@ def read_mhd(node: ReleaseNode) -> tuple[np.ndarray, MhdHeader]:
         state = "truncated" if held < need or offset < 0 else "longer than expected"
         z, y, x = header.shape_zyx
         raise ValueError(
-            f"{raw} is {state}: it holds {max(held, 0)} bytes of voxels but {node.name} promises "
-            f"{need} (DimSize {x} {y} {z} of {header.dtype.name}, HeaderSize "
-            f"{header.header_size}). Download the volume again."
+            f"{raw} is {state}: it holds {max(held, 0)} bytes of voxels but "
+            f"{release.basename(name)} promises {need} (DimSize {x} {y} {z} of "
+            f"{header.dtype.name}, HeaderSize {header.header_size}). Download the volume again."
         )
     array = np.frombuffer(data, header.dtype, count, offset).reshape(header.shape_zyx)
     return array.astype(header.dtype.newbyteorder("="), copy=False), header
 
 
-def find_volumes(source: str | Path) -> dict[str, ReleaseNode]:
-    """The ``TRAINnnn`` folders of a release folder or archive, by volume id.
+def find_volumes(source: str | Path | Release) -> dict[str, str]:
+    """The ``TRAINnnn`` folders of a release (or release folder or archive), by volume id.
 
     Raises:
         FileNotFoundError: if ``source`` is missing.
         ValueError: if ``source`` is one volume's folder (wrong level), holds no volume within
             four levels, or holds a volume twice.
     """
-    root = open_release(source)
-    if child(root, "oct.mhd") is not None:
+    release = source if isinstance(source, Release) else Release(source, _WHAT)
+    if release.exists("oct.mhd"):
         raise ValueError(
-            f"{source} is a single volume folder; pass the folder (or archive) that holds the "
-            f"TRAINnnn folders, e.g. the one above {_LAYOUT}."
+            f"{release.source} is a single volume folder; pass the folder (or archive) that "
+            f"holds the TRAINnnn folders, e.g. the one above {_LAYOUT}."
         )
-    found: dict[str, ReleaseNode] = {}
-    for node in find_dirs(root, lambda n: bool(_VOLUME_DIR.match(n.name)), max_depth=4):
-        if child(node, "oct.mhd") is None:
-            continue  # e.g. a TEST folder of another release part
-        if node.name in found:
-            raise ValueError(f"Volume {node.name} found twice: {found[node.name]} and {node}.")
-        found[node.name] = node
-    if not found:
-        raise ValueError(
-            f"No RETOUCH training volume (TRAINnnn/oct.mhd) within four levels of {source}; "
-            f"expected the official layout {_LAYOUT}."
+
+    def volume(folder: str) -> str | None:
+        name = release.basename(folder)
+        # a TRAINnnn folder without oct.mhd is e.g. a TEST folder of another release part
+        return (
+            name if _VOLUME_DIR.match(name) and release.exists(join(folder, "oct.mhd")) else None
         )
-    return dict(sorted(found.items()))
+
+    return release.find_folders(volume, 4, "RETOUCH training volume (TRAINnnn/oct.mhd)", _LAYOUT)
 
 
-def read_volume(folder: ReleaseNode) -> tuple[list[BScanRecord], dict[str, Any]]:
+def read_volume(release: Release, folder: str) -> tuple[list[BScanRecord], dict[str, Any]]:
     """Reads one ``TRAINnnn`` folder into B-scan records and volume metadata.
 
     Raises:
         ValueError: naming the file, for a missing reference, an unsupported dtype, shapes
             that differ or labels outside 0..3.
     """
-    volume_id = folder.name
-    oct_node, ref_node = folder / "oct.mhd", folder / "reference.mhd"
-    if not ref_node.exists():
+    volume_id = release.basename(folder)
+    oct_name, ref_name = join(folder, "oct.mhd"), join(folder, "reference.mhd")
+    oct_node, ref_node = release.where(oct_name), release.where(ref_name)
+    if not release.exists(ref_name):
         raise ValueError(
             f"{ref_node} is missing: every RETOUCH training volume has reference.mhd/.raw."
         )
-    image, header = read_mhd(oct_node)
+    image, header = read_mhd(release, oct_name)
     if image.dtype not in (np.uint8, np.uint16):
         raise ValueError(
             f"{oct_node}: ElementType gives {image.dtype}; RETOUCH B-scans are MET_UCHAR or "
             "MET_USHORT."
         )
-    labels, _ = read_mhd(ref_node)
+    labels, _ = read_mhd(release, ref_name)
     if labels.shape != image.shape:
         raise ValueError(
             f"{ref_node} has shape (z, y, x) {labels.shape} but {oct_node} has {image.shape}."
@@ -273,7 +282,7 @@ def read_volume(folder: ReleaseNode) -> tuple[list[BScanRecord], dict[str, Any]]
         "dtype": image.dtype.name,
         "spacing_xyz_mm": list(header.spacing_xyz_mm),
         "fluid_present": [CLASS_NAMES[int(v)] for v in values if v > 0],
-        "source": str(folder),
+        "source": release.where(folder),
     }
     return records, meta
 
@@ -301,17 +310,20 @@ def prepare_retouch(
     unknown = sorted(set(vendors) - set(VENDORS))
     if unknown or not vendors:
         raise ValueError(f"vendors={list(vendors)}: choose among {list(VENDORS)}.")
-    found = find_volumes(source)
-    wanted = volume_ids([v for v in VENDORS if v in vendors])
-    writer = PreparedWriter(
-        out_dir,
-        "retouch",
-        {"vendors": [v for v in VENDORS if v in vendors]},
-        num_classes=len(CLASS_NAMES),
-        overwrite=overwrite,
-    )
-    stream_volumes(writer, [v for v in wanted if v in found], lambda v: read_volume(found[v]))
-    return writer.finish(missing=[v for v in wanted if v not in found])
+    with Release(source, _WHAT) as release:
+        found = find_volumes(release)
+        wanted = volume_ids([v for v in VENDORS if v in vendors])
+        writer = PreparedWriter(
+            out_dir,
+            "retouch",
+            {"vendors": [v for v in VENDORS if v in vendors]},
+            num_classes=len(CLASS_NAMES),
+            overwrite=overwrite,
+        )
+        writer.write_volumes(
+            [v for v in wanted if v in found], lambda v: read_volume(release, found[v])
+        )
+        return writer.finish(missing=[v for v in wanted if v not in found])
 
 
 def _fold_groups(k: int) -> Iterator[tuple[str, int]]:
@@ -332,12 +344,7 @@ def split_specs() -> dict[str, dict[str, Any]]:
     """
     groups = dict(_fold_groups(5))
     common = {"dataset": "retouch", "source": CITATION, "unit": "volume"}
-    kfold = []
-    for f in range(5):
-        test = [v for v, g in groups.items() if g == f]
-        val = [v for v, g in groups.items() if g == (f + 1) % 5]
-        train = [v for v in groups if v not in test and v not in val]
-        kfold.append({"fold": f, "train": train, "val": val, "test": test})
+    kfold = rotating_folds(groups, 5)
     lovo = []
     for f, vendor in enumerate(VENDORS):
         test = volume_ids([vendor])

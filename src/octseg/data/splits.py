@@ -8,21 +8,36 @@ A split file lists, per fold, the subjects or volumes of ``train``, ``val`` and 
 ``unit`` says whether the names are subject ids or volume ids (default ``subject``). Splitting
 is always by subject or volume, never by B-scan; a split by volume that sends two volumes of one
 subject to different parts is refused (the subject would leak from training into test).
+
+A split file with ``"rule": "release_part"`` names release parts (the release's own ``train`` /
+``test`` folders) instead: :func:`resolve_release_parts` turns them into the subjects (or
+volumes) found in those parts, and refuses a subject found in two of them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from octseg.utils.config import repo_root
 
-__all__ = ["PARTS", "UNITS", "default_split_dir", "load_split", "partition"]
+__all__ = [
+    "PARTS",
+    "RELEASE_PART_RULE",
+    "UNITS",
+    "default_split_dir",
+    "load_split",
+    "partition",
+    "resolve_release_parts",
+    "rotating_folds",
+]
 
 PARTS = ("train", "val", "test")
 UNITS = ("subject", "volume")
+#: ``rule`` of a split file whose names are release parts rather than subjects or volumes.
+RELEASE_PART_RULE = "release_part"
 
 
 def default_split_dir(dataset: str) -> Path:
@@ -87,7 +102,74 @@ def load_split(
         shared = sorted(set(parts[a]) & set(parts[b]))
         if shared:
             raise ValueError(f"{path} fold {fold}: {unit}s {shared} are in both {a} and {b}.")
-    return {**parts, "file": str(path), "protocol": spec.get("protocol", path.stem), "unit": unit}
+    rule = spec.get("rule")
+    if rule not in (None, RELEASE_PART_RULE):
+        raise ValueError(f"{path} has rule {rule!r}; known: {RELEASE_PART_RULE!r} (or none).")
+    return {
+        **parts,
+        "file": str(path),
+        "protocol": spec.get("protocol", path.stem),
+        "unit": unit,
+        "rule": rule,
+    }
+
+
+def rotating_folds(groups: Mapping[str, int], k: int) -> list[dict[str, Any]]:
+    """The ``k`` folds of a cross-validation over groups of names: fold f tests group f,
+    validates on group f+1 (wrapping) and trains on the rest.
+
+    Args:
+        groups: ``{name: group in 0..k-1}``; each part lists its names in this order.
+        k: the number of folds (and groups).
+
+    Returns:
+        ``[{"fold": f, "train": [...], "val": [...], "test": [...]}]``, as split files hold.
+    """
+    folds = []
+    for f in range(k):
+        test = [name for name, g in groups.items() if g == f]
+        val = [name for name, g in groups.items() if g == (f + 1) % k]
+        train = [name for name, g in groups.items() if g not in (f, (f + 1) % k)]
+        folds.append({"fold": f, "train": train, "val": val, "test": test})
+    return folds
+
+
+def resolve_release_parts(
+    info: dict[str, Any],
+    subject_ids: Sequence[str],
+    volume_ids: Sequence[str],
+    release_parts: Sequence[str],
+    source: str,
+) -> dict[str, Any]:
+    """Turns a ``release_part`` split (its names are release parts) into subject or volume
+    names, as :func:`partition` expects.
+
+    Args:
+        info: a :func:`load_split` result with ``rule`` ``release_part``.
+        subject_ids: the subject of each B-scan.
+        volume_ids: the volume of each B-scan.
+        release_parts: the release part each B-scan came from.
+        source: where the B-scans come from, for error messages.
+
+    Raises:
+        ValueError: if a subject (or volume) is found in several release parts (it would leak).
+    """
+    keys = subject_ids if info["unit"] == "subject" else volume_ids
+    part_of_release = {name: part for part in PARTS for name in info[part]}
+    parts: dict[str, set[str]] = {part: set() for part in PARTS}
+    found_in: dict[str, set[str]] = {}
+    for key, release_part in zip(keys, release_parts, strict=True):
+        found_in.setdefault(key, set()).add(release_part)
+        if release_part in part_of_release:
+            parts[part_of_release[release_part]].add(key)
+    shared = {k: sorted(v) for k, v in found_in.items() if len(v) > 1}
+    if shared:
+        raise ValueError(
+            f"{source}: {info['unit']}s in several release parts "
+            f"{dict(list(shared.items())[:5])} ({len(shared)} in all); the split {info['file']} "
+            "keeps release parts apart, so they would leak. Use a split file that lists subjects."
+        )
+    return {**info, **{part: sorted(names) for part, names in parts.items()}}
 
 
 def partition(

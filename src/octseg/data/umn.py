@@ -86,6 +86,13 @@ def prepare_umn(
     if grader not in (1, 2):
         raise ValueError(f"grader must be 1 or 2, got {grader!r} (--grader).")
     release, name = _find_mat(source, dataset)
+    with release:
+        return _prepare_umn(release, name, dataset, out_dir, overwrite, grader)
+
+
+def _prepare_umn(
+    release: Release, name: str, dataset: str, out_dir: str | Path, overwrite: bool, grader: int
+) -> PrepareSummary:
     where = release.where(name)
     key = f"ManualFluid{grader}"
     data = load_mat(release, name, ["AllSubjects", key], _EXPECTED)
@@ -102,18 +109,21 @@ def prepare_umn(
     )
     expected = RELEASES[dataset]["subjects"]
     missing = [f"Subject_{s:02d}" for s in range(len(stacks) + 1, expected + 1)]
-    for index, stack in enumerate(stacks):
-        subject = f"Subject_{index + 1:02d}"
-        mask = masks[index] if index < len(masks) and np.size(masks[index]) else None
-        if mask is None:
-            missing.append(f"{subject} (no masks)")
-        if writer.has_volume(subject):
-            writer.skip_volume(subject)
-            continue
-        writer.write_volume(
-            _subject_records(stack, mask, subject, f"{where} subject {index + 1}", key),
-            meta={"grader": grader if mask is not None else None, "cell": index + 1},
+    subjects = [f"Subject_{index + 1:02d}" for index in range(len(stacks))]
+
+    def mask_of(index: int) -> Any:
+        return masks[index] if index < len(masks) and np.size(masks[index]) else None
+
+    def read(subject: str) -> tuple[list[BScanRecord], dict[str, Any]]:
+        index = subjects.index(subject)
+        mask = mask_of(index)
+        records = _subject_records(
+            stacks[index], mask, subject, f"{where} subject {index + 1}", key
         )
+        return records, {"grader": grader if mask is not None else None, "cell": index + 1}
+
+    missing += [f"{s} (no masks)" for i, s in enumerate(subjects) if mask_of(i) is None]
+    writer.write_volumes(subjects, read)
     return writer.finish(missing=missing)
 
 
