@@ -44,20 +44,20 @@ def banded_batch(
     shifts: Sequence[int] = (0, 0),
     noise: float = 0.05,
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> dict[str, torch.Tensor]:
     """Toy B-scans: horizontal bands of ``num_classes`` labels, one image per entry of
     ``shifts`` (the label of row ``r`` is ``(r K // h + shift) mod K``), intensity
     ``label / (K - 1)`` plus Gaussian noise of std ``noise``.
 
     Returns:
-        ``image [N, 1, h, w]`` float32 and ``mask [N, h, w]`` int64.
+        A batch: ``image [N, 1, h, w]`` float32 and ``mask [N, h, w]`` int64.
     """
     rows = torch.arange(h)
     labels = torch.stack([(rows * num_classes // h + s) % num_classes for s in shifts])
     mask = labels[:, :, None].expand(len(shifts), h, w).contiguous()
     grain = torch.randn(len(shifts), h, w, generator=generator)
     image = (mask.float() / (num_classes - 1) + noise * grain)[:, None]
-    return image, mask
+    return {"image": image, "mask": mask}
 
 
 def fit_steps(

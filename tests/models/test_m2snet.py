@@ -176,8 +176,7 @@ def test_lossnet_is_outside_the_optimiser_and_the_checkpoint(tmp_path: Path) -> 
 def test_overfits_one_batch_with_its_own_loss() -> None:
     torch.manual_seed(0)
     net = PadToDivisor(M2SNet(1, 4))
-    image, mask = banded_batch(4, 32, 40, shifts=(0, 1))
-    batch = {"image": image, "mask": mask}
+    batch = banded_batch(4, 32, 40, shifts=(0, 1))
     history = fit_steps(net, _m2snet_objective(None), batch, steps=10, lr=1e-3)
     losses = [t["loss"] for t in history]
     assert min(losses[-3:]) < 0.3 * losses[0], losses

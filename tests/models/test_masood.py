@@ -137,7 +137,7 @@ def test_three_channel_input() -> None:
 def test_overfits_one_batch_with_both_classifiers_supervised() -> None:
     torch.manual_seed(0)
     net = PadToDivisor(Masood2024(1, 10))
-    image, mask = banded_batch(10, 32, 40, shifts=(0, 3))
+    batch = banded_batch(10, 32, 40, shifts=(0, 3))
     objective = Objective(
         {
             "combined": DiceCELoss(),
@@ -145,7 +145,7 @@ def test_overfits_one_batch_with_both_classifiers_supervised() -> None:
             "texture": AuxiliaryLoss(DiceCELoss(), "texture_logits"),
         }
     )
-    losses = fit_steps(net, objective, {"image": image, "mask": mask}, steps=20, lr=3e-3)
+    losses = fit_steps(net, objective, batch, steps=20, lr=3e-3)
     for key in ("loss", "cnn"):
         assert min(v[key] for v in losses[-5:]) < 0.7 * losses[0][key], key
     # The texture classifier is linear in fixed, intensity-free features: it learns, less.

@@ -171,8 +171,7 @@ def _mgunet_objective() -> Objective:
 def test_overfits_one_batch_with_the_two_stage_loss() -> None:
     torch.manual_seed(0)
     net = PadToDivisor(MGUNet(1, 10, stage1_map=DUKE_MAP, base_channels=8))
-    image, mask = banded_batch(10, 40, 36, shifts=(0, 3))
-    batch = {"image": image, "mask": mask}
+    batch = banded_batch(10, 40, 36, shifts=(0, 3))
     losses = fit_steps(net, _mgunet_objective(), batch, steps=25, lr=3e-3)
     assert set(losses[0]) == {"loss", "fused", "stage1"}
     assert min(v["loss"] for v in losses[-5:]) < 0.7 * losses[0]["loss"]

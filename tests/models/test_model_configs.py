@@ -90,8 +90,8 @@ def _overfit(name: str, steps: int = 20) -> tuple[float, float]:
     net = PadToDivisor(build_net(name))
     # Two B-scan-like images: horizontal bands whose label follows the intensity.
     g = torch.Generator().manual_seed(1)
-    image, mask = banded_batch(10, 32, 40, shifts=(0, 3), noise=0.1, generator=g)
-    history = fit_steps(net, cross_entropy, {"image": image, "mask": mask}, steps, lr=2e-3)
+    batch = banded_batch(10, 32, 40, shifts=(0, 3), noise=0.1, generator=g)
+    history = fit_steps(net, cross_entropy, batch, steps, lr=2e-3)
     losses = [t["loss"] for t in history]
     return losses[0], min(losses[-5:])
 

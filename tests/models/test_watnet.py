@@ -121,7 +121,6 @@ def test_odd_bscan_sizes_give_input_size_logits(batch: int, h: int, w: int) -> N
 def test_overfits_one_tiny_batch() -> None:
     torch.manual_seed(0)
     net = WATNet(1, 3, base_channels=16)
-    image, mask = banded_batch(3, 32, 48, noise=0.1)
-    batch = {"image": image, "mask": mask}
+    batch = banded_batch(3, 32, 48, noise=0.1)
     losses = [t["loss"] for t in fit_steps(net, cross_entropy, batch, steps=25, lr=1e-2)]
     assert min(losses[-5:]) < 0.2 * losses[0]
