@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from octseg.losses import DeepSupervisionLoss, DiceCELoss, Objective
+from octseg.losses.terms import check_term
 from octseg.models.base import SegOutput
 
 
@@ -72,3 +73,9 @@ def test_objective_sums_weighted_terms_and_regularisers() -> None:
     assert values["loss"].item() == pytest.approx(0.5 * values["ce"].item() + 0.2, rel=1e-6)
     with pytest.raises(ValueError, match="neither loss terms"):
         Objective({"ce": DiceCELoss()}, weights={"typo": 1.0})(out, {"mask": target})
+
+
+def test_wrapping_terms_reject_a_term_without_compute() -> None:
+    with pytest.raises(TypeError, match="DeepSupervisionLoss needs .*compute.*got Identity"):
+        DeepSupervisionLoss(torch.nn.Identity())
+    check_term(DiceCELoss(), "AnyOwner")  # has compute: accepted

@@ -12,10 +12,13 @@ from octseg.losses.fourier import FourierDescriptorLoss
 from octseg.models.blocks.plain_unet import PlainUNetBlock
 from octseg.models.fouriernet import FourierNet
 from octseg.models.wrappers import PadToDivisor
-
-
-def _count(net: torch.nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
+from octseg.profiling import count_parameters as _count
+from tests.models.model_checks import (
+    ODD_BSCAN_SIZES,
+    check_odd_size,
+    fit_steps,
+    params_without_grad,
+)
 
 
 @pytest.mark.parametrize(
@@ -62,15 +65,12 @@ def test_invalid_settings_raise() -> None:
         FourierNet(1, 3, features=[16])
 
 
-@pytest.mark.parametrize(("batch", "h", "w"), [(1, 496, 523), (3, 97, 131)])
+@pytest.mark.parametrize(("batch", "h", "w"), ODD_BSCAN_SIZES)
 def test_odd_sizes_give_input_size_logits_and_fd_maps(batch: int, h: int, w: int) -> None:
     torch.manual_seed(0)
-    net = PadToDivisor(FourierNet(1, 10, num_harmonics=1)).eval()
-    with torch.no_grad():
-        out = net(torch.randn(batch, 1, h, w))
-    assert out.logits.shape == (batch, 10, h, w)
+    out = check_odd_size(FourierNet(1, 10, num_harmonics=1), batch, h, w, num_classes=10)
     assert out.aux["fd_maps"].shape == (batch, 9, h, w)
-    assert torch.isfinite(out.logits).all() and torch.isfinite(out.aux["fd_maps"]).all()
+    assert torch.isfinite(out.aux["fd_maps"]).all()
 
 
 def _toy_batch(h: int = 32, w: int = 48) -> dict[str, torch.Tensor]:
@@ -96,8 +96,10 @@ def _toy_batch(h: int = 32, w: int = 48) -> dict[str, torch.Tensor]:
 
 def _objective() -> Objective:
     return Objective(
-        {"ce": DiceCELoss(ignore_index=255, dice_weight=0.0),
-         "fd": FourierDescriptorLoss(classes=None, num_harmonics=1, ignore_index=255)}
+        {
+            "ce": DiceCELoss(ignore_index=255, dice_weight=0.0),
+            "fd": FourierDescriptorLoss(classes=None, num_harmonics=1, ignore_index=255),
+        }
     )
 
 
@@ -108,7 +110,7 @@ def test_paper_objective_reaches_every_parameter() -> None:
     losses = _objective()(net(batch["image"]), batch)
     assert set(losses) == {"loss", "ce", "fd"} and torch.isfinite(losses["loss"])
     losses["loss"].backward()
-    missing = [n for n, p in net.named_parameters() if p.grad is None]
+    missing = params_without_grad(net)
     assert not missing, missing[:5]
     # Stage 1 learns from both terms: the FD loss alone also reaches it.
     net.zero_grad(set_to_none=True)
@@ -119,17 +121,9 @@ def test_paper_objective_reaches_every_parameter() -> None:
 
 def test_overfits_one_batch_with_the_paper_objective() -> None:
     torch.manual_seed(0)
-    net = PadToDivisor(FourierNet(1, 4, features=[8, 16, 32, 64, 128], dropout=0.0)).train()
+    net = PadToDivisor(FourierNet(1, 4, features=[8, 16, 32, 64, 128], dropout=0.0))
     objective = _objective()
-    batch = _toy_batch()
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    history = []
-    for _ in range(60):
-        losses = objective(net(batch["image"]), batch)
-        opt.zero_grad()
-        losses["loss"].backward()
-        opt.step()
-        history.append({k: float(v.detach()) for k, v in losses.items()})
+    history = fit_steps(net, objective, _toy_batch(), steps=60, lr=3e-3)
     first, last = history[0], min(history[-5:], key=lambda h: h["loss"])
     assert last["loss"] < 0.5 * first["loss"], (first, last)
     assert last["ce"] < 0.3 * first["ce"] and last["fd"] < 0.6 * first["fd"], (first, last)

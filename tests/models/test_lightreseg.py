@@ -9,11 +9,14 @@ import torch.nn.functional as F
 
 from octseg.models.blocks.transformer import GridPositionEmbedding
 from octseg.models.lightreseg import ChannelSelfAttention, LightReSeg, StripConvAttention
-from octseg.models.wrappers import PadToDivisor
-
-
-def _count(net: torch.nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
+from octseg.profiling import count_parameters as _count
+from tests.models.model_checks import (
+    ODD_BSCAN_SIZES,
+    banded_batch,
+    check_odd_size,
+    cross_entropy,
+    fit_steps,
+)
 
 
 def test_parameter_counts_of_the_parts() -> None:
@@ -98,29 +101,17 @@ def test_attention_is_finite_under_bf16_autocast() -> None:
     assert torch.isfinite(out.float()).all()
 
 
-@pytest.mark.parametrize(("batch", "h", "w"), [(1, 496, 523), (3, 97, 131)])
+@pytest.mark.parametrize(("batch", "h", "w"), ODD_BSCAN_SIZES)
 def test_odd_bscan_sizes_give_input_size_logits(batch: int, h: int, w: int) -> None:
     torch.manual_seed(0)
-    net = PadToDivisor(LightReSeg(1, 10)).eval()
-    with torch.no_grad():
-        logits = net(torch.randn(batch, 1, h, w)).logits
-    assert logits.shape == (batch, 10, h, w) and torch.isfinite(logits).all()
+    check_odd_size(LightReSeg(1, 10), batch, h, w, num_classes=10)
 
 
 def test_overfits_one_tiny_batch() -> None:
     torch.manual_seed(0)
-    net = LightReSeg(1, 3, token_dropout=0.0).train()
-    rows = torch.arange(32)
-    mask = (rows * 3 // 32)[None, :, None].expand(2, 32, 48).contiguous()
-    image = mask[:, None].float() / 2 + 0.1 * torch.randn(2, 1, 32, 48)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(25):
-        loss = F.cross_entropy(net(image), mask)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    net = LightReSeg(1, 3, token_dropout=0.0)
+    batch = banded_batch(3, 32, 48, noise=0.1)
+    losses = [t["loss"] for t in fit_steps(net, cross_entropy, batch, steps=25, lr=1e-2)]
     assert min(losses[-5:]) < 0.2 * losses[0]
 
 

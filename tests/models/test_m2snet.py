@@ -19,10 +19,14 @@ from octseg.losses.structure import StructureLoss
 from octseg.models.m2snet import AllOnesFilter, M2SNet
 from octseg.models.wrappers import PadToDivisor
 from octseg.modules.seg_module import SegModule
-
-
-def _count(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
+from octseg.profiling import count_parameters as _count
+from tests.models.model_checks import (
+    ODD_BSCAN_SIZES,
+    banded_batch,
+    check_odd_size,
+    fit_steps,
+    params_without_grad,
+)
 
 
 def test_parameter_counts_match_the_official_structure() -> None:
@@ -89,14 +93,10 @@ def test_filters_are_shared_by_every_unit() -> None:
     assert [len(units) for units in net.units] == [4, 3, 2, 1]
 
 
-@pytest.mark.parametrize(("batch", "h", "w"), [(1, 496, 523), (3, 97, 131)])
+@pytest.mark.parametrize(("batch", "h", "w"), ODD_BSCAN_SIZES)
 def test_any_bscan_size(batch: int, h: int, w: int) -> None:
     torch.manual_seed(0)
-    net = PadToDivisor(M2SNet(1, 10)).eval()
-    with torch.no_grad():
-        logits = net(torch.randn(batch, 1, h, w)).logits
-    assert logits.shape == (batch, 10, h, w)
-    assert torch.isfinite(logits).all()
+    check_odd_size(M2SNet(1, 10), batch, h, w, num_classes=10)
 
 
 def test_pretrained_rgb_weights_are_loaded_and_summed_for_one_channel(tmp_path: Path) -> None:
@@ -169,26 +169,16 @@ def test_lossnet_is_outside_the_optimiser_and_the_checkpoint(tmp_path: Path) -> 
     optimiser.step()
     after = [p for block in objective.terms["lossnet"].blocks for p in block.parameters()]
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
-    missing = [n for n, p in module.net.named_parameters() if p.grad is None]
+    missing = params_without_grad(module.net)
     assert not missing, missing[:5]
 
 
 def test_overfits_one_batch_with_its_own_loss() -> None:
     torch.manual_seed(0)
-    net = PadToDivisor(M2SNet(1, 4)).train()
-    rows = torch.arange(32)
-    mask = torch.stack([(rows * 4 // 32 + s) % 4 for s in (0, 1)])[:, :, None]
-    mask = mask.expand(2, 32, 40).contiguous()
-    image = (mask.float() / 3.0 + 0.05 * torch.randn(2, 32, 40))[:, None]
-    objective = _m2snet_objective(None)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(10):
-        terms = objective(net(image), {"mask": mask})
-        opt.zero_grad()
-        terms["loss"].backward()
-        opt.step()
-        losses.append(terms["loss"].item())
+    net = PadToDivisor(M2SNet(1, 4))
+    batch = banded_batch(4, 32, 40, shifts=(0, 1))
+    history = fit_steps(net, _m2snet_objective(None), batch, steps=10, lr=1e-3)
+    losses = [t["loss"] for t in history]
     assert min(losses[-3:]) < 0.3 * losses[0], losses
 
 

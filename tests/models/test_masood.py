@@ -12,6 +12,8 @@ from octseg.losses.auxiliary import AuxiliaryLoss
 from octseg.models.blocks.texture import GLCM_FEATURES, GaborBank, HaarBank, LocalGLCM
 from octseg.models.masood import Masood2024, TextureFeatures
 from octseg.models.wrappers import PadToDivisor
+from octseg.profiling import count_parameters
+from tests.models.model_checks import ODD_BSCAN_SIZES, banded_batch, check_odd_size, fit_steps
 
 
 def _grating(frequency: float, theta: float, size: int = 96, phase: float = 0.3) -> torch.Tensor:
@@ -115,19 +117,15 @@ def test_texture_buffers_follow_to_and_are_not_trainable() -> None:
 
 def test_parameter_count() -> None:
     """No official code: the counts of this reconstruction (one / four CNN branches)."""
-    assert sum(p.numel() for p in Masood2024(1, 10).parameters()) == 741_408
+    assert count_parameters(Masood2024(1, 10)) == 741_408
     # One CNN branch: 739,776 parameters, as each of the seed's four identical branches.
-    assert sum(p.numel() for p in Masood2024(1, 10).branches[0].parameters()) == 739_776
+    assert count_parameters(Masood2024(1, 10).branches[0]) == 739_776
 
 
-@pytest.mark.parametrize(("batch", "h", "w"), [(1, 496, 523), (3, 97, 131)])
+@pytest.mark.parametrize(("batch", "h", "w"), ODD_BSCAN_SIZES)
 def test_any_bscan_size(batch: int, h: int, w: int) -> None:
-    net = PadToDivisor(Masood2024(1, 10)).eval()
-    with torch.no_grad():
-        out = net(torch.randn(batch, 1, h, w))
-    assert out.logits.shape == (batch, 10, h, w)
+    out = check_odd_size(Masood2024(1, 10), batch, h, w, num_classes=10)
     torch.testing.assert_close(out.logits, out.aux["cnn_logits"] + out.aux["texture_logits"])
-    assert torch.isfinite(out.logits).all()
 
 
 def test_three_channel_input() -> None:
@@ -138,11 +136,8 @@ def test_three_channel_input() -> None:
 
 def test_overfits_one_batch_with_both_classifiers_supervised() -> None:
     torch.manual_seed(0)
-    net = PadToDivisor(Masood2024(1, 10)).train()
-    rows = torch.arange(32)
-    labels = torch.stack([(rows * 10 // 32 + s) % 10 for s in (0, 3)])
-    mask = labels[:, :, None].expand(2, 32, 40).contiguous()
-    image = (mask.float() / 9.0 + 0.05 * torch.randn(2, 32, 40))[:, None]
+    net = PadToDivisor(Masood2024(1, 10))
+    batch = banded_batch(10, 32, 40, shifts=(0, 3))
     objective = Objective(
         {
             "combined": DiceCELoss(),
@@ -150,14 +145,7 @@ def test_overfits_one_batch_with_both_classifiers_supervised() -> None:
             "texture": AuxiliaryLoss(DiceCELoss(), "texture_logits"),
         }
     )
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(20):
-        terms = objective(net(image), {"mask": mask})
-        opt.zero_grad()
-        terms["loss"].backward()
-        opt.step()
-        losses.append({k: v.item() for k, v in terms.items()})
+    losses = fit_steps(net, objective, batch, steps=20, lr=3e-3)
     for key in ("loss", "cnn"):
         assert min(v[key] for v in losses[-5:]) < 0.7 * losses[0][key], key
     # The texture classifier is linear in fixed, intensity-free features: it learns, less.

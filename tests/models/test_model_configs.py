@@ -7,10 +7,16 @@ import importlib.util
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from octseg.models.base import SegOutput, as_seg_output
 from octseg.models.wrappers import PadToDivisor
+from tests.models.model_checks import (
+    banded_batch,
+    check_odd_size,
+    cross_entropy,
+    fit_steps,
+    params_without_grad,
+)
 from tests.models.model_configs_helper import build_net, model_config_names
 
 NAMES = model_config_names()
@@ -62,11 +68,7 @@ def test_forward_small_odd_size(name: str, batch: int) -> None:
 def _check_forward(name: str, batch: int, h: int, w: int) -> None:
     _skip_if_missing(name)
     torch.manual_seed(0)
-    net = PadToDivisor(build_net(name)).eval()
-    with torch.no_grad():
-        out = as_seg_output(net(torch.randn(batch, 1, h, w)))
-    assert out.logits.shape == (batch, 10, h, w)
-    assert torch.isfinite(out.logits).all()
+    check_odd_size(build_net(name), batch, h, w, num_classes=10)
 
 
 @pytest.mark.parametrize("name", [_slow_unless(n, set(NAMES) - SLOW_BACKWARD) for n in NAMES])
@@ -78,34 +80,19 @@ def test_backward_reaches_every_parameter(name: str) -> None:
     out = as_seg_output(net(x))
     loss = sum(o.float().square().mean() for o in _all_outputs(out))
     loss.backward()
-    missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    missing = params_without_grad(net)
     assert not missing, f"{name}: parameters without gradient: {missing[:5]}"
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
 
 
-def _toy_batch(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two B-scan-like images: horizontal bands whose label follows the intensity."""
-    g = torch.Generator().manual_seed(1)
-    rows = torch.arange(h)
-    labels = torch.stack([(rows * 10 // h + s) % 10 for s in (0, 3)])  # [2, H]
-    mask = labels[:, :, None].expand(2, h, w).contiguous()
-    image = (mask.float() / 9.0 + 0.1 * torch.randn(2, h, w, generator=g))[:, None]
-    return image, mask
-
-
 def _overfit(name: str, steps: int = 20) -> tuple[float, float]:
     torch.manual_seed(0)
-    net = PadToDivisor(build_net(name)).train()
-    image, mask = _toy_batch(32, 40)
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(steps):
-        out = as_seg_output(net(image))
-        loss = F.cross_entropy(out.logits, mask)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    net = PadToDivisor(build_net(name))
+    # Two B-scan-like images: horizontal bands whose label follows the intensity.
+    g = torch.Generator().manual_seed(1)
+    batch = banded_batch(10, 32, 40, shifts=(0, 3), noise=0.1, generator=g)
+    history = fit_steps(net, cross_entropy, batch, steps, lr=2e-3)
+    losses = [t["loss"] for t in history]
     return losses[0], min(losses[-5:])
 
 

@@ -8,11 +8,14 @@ import torch
 
 from octseg.models.blocks.wavelet import SUBBANDS, HaarDWT, WaveletChannelAttention
 from octseg.models.watnet import WATNet
-from octseg.models.wrappers import PadToDivisor
-
-
-def _count(net: torch.nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
+from octseg.profiling import count_parameters as _count
+from tests.models.model_checks import (
+    ODD_BSCAN_SIZES,
+    banded_batch,
+    check_odd_size,
+    cross_entropy,
+    fit_steps,
+)
 
 
 def test_dwt_of_a_constant_image_has_zero_detail_bands() -> None:
@@ -109,27 +112,15 @@ def test_watnet_recipe_composes(make_cfg) -> None:
     assert _count(net) == 27_054_378
 
 
-@pytest.mark.parametrize(("batch", "h", "w"), [(1, 496, 523), (3, 97, 131)])
+@pytest.mark.parametrize(("batch", "h", "w"), ODD_BSCAN_SIZES)
 def test_odd_bscan_sizes_give_input_size_logits(batch: int, h: int, w: int) -> None:
     torch.manual_seed(0)
-    net = PadToDivisor(WATNet(1, 10)).eval()
-    with torch.no_grad():
-        logits = net(torch.randn(batch, 1, h, w)).logits
-    assert logits.shape == (batch, 10, h, w) and torch.isfinite(logits).all()
+    check_odd_size(WATNet(1, 10), batch, h, w, num_classes=10)
 
 
 def test_overfits_one_tiny_batch() -> None:
     torch.manual_seed(0)
-    net = WATNet(1, 3, base_channels=16).train()
-    rows = torch.arange(32)
-    mask = (rows * 3 // 32)[None, :, None].expand(2, 32, 48).contiguous()
-    image = mask[:, None].float() / 2 + 0.1 * torch.randn(2, 1, 32, 48)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(25):
-        loss = torch.nn.functional.cross_entropy(net(image), mask)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    net = WATNet(1, 3, base_channels=16)
+    batch = banded_batch(3, 32, 48, noise=0.1)
+    losses = [t["loss"] for t in fit_steps(net, cross_entropy, batch, steps=25, lr=1e-2)]
     assert min(losses[-5:]) < 0.2 * losses[0]

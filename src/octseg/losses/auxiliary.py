@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from octseg.losses.terms import check_labels
+from octseg.losses.terms import check_labels, check_term
 from octseg.models.base import SegOutput
 
 __all__ = ["AuxiliaryLoss", "remap_labels"]
@@ -59,11 +59,7 @@ class AuxiliaryLoss(nn.Module):
         ignore_index: int = 255,
     ) -> None:
         super().__init__()
-        if not hasattr(term, "compute"):
-            raise TypeError(
-                f"AuxiliaryLoss needs a term with compute(logits, target); got "
-                f"{type(term).__name__}."
-            )
+        check_term(term, "AuxiliaryLoss")
         self.term = term
         self.key = key
         self.target_map_key = target_map_key

@@ -40,6 +40,7 @@ from torchvision.models import vgg
 
 from octseg.losses.terms import masked_one_hot
 from octseg.models.base import SegOutput
+from octseg.utils.checkpoint_io import load_state_dict_strict, read_weights_file
 
 __all__ = ["LossNetPerceptualLoss", "load_vgg16_blocks", "perceptual_distance"]
 
@@ -64,26 +65,20 @@ def load_vgg16_blocks(path: str | Path) -> nn.ModuleList:
         FileNotFoundError: if ``path`` does not exist.
         ValueError: if the file does not hold the VGG-16 convolutions up to relu4_3.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"loss.terms.lossnet.weights_path={path} does not exist; give a local torchvision "
-            "vgg16 state dict or set it to null (the perceptual term is then off)."
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    setting = "loss.terms.lossnet.weights_path"
+    hint = (
+        "give a local torchvision vgg16 state dict or set it to null (the perceptual term is "
+        "then off)."
+    )
+    state = read_weights_file(path, setting, hint)
     if any(k.startswith("features.") for k in state):
         state = {k.removeprefix("features."): v for k, v in state.items() if k[:9] == "features."}
     # torchvision's own VGG-16 ("D") layer builder, without the 124 M-parameter classifier.
     features = vgg.make_layers(vgg.cfgs["D"])[: VGG16_CUTS[-1]]
     wanted = set(features.state_dict())
     state = {k: v for k, v in state.items() if k in wanted}
-    try:
-        features.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(
-            f"loss.terms.lossnet.weights_path={path} does not hold VGG-16 weights "
-            f"(torchvision layout) up to relu4_3: {err}"
-        ) from err
+    expected = "VGG-16 weights (torchvision layout) up to relu4_3"
+    load_state_dict_strict(features, state, setting, path, expected)
     blocks = nn.ModuleList(
         features[a:b] for a, b in zip(VGG16_CUTS[:-1], VGG16_CUTS[1:], strict=True)
     )

@@ -16,7 +16,13 @@ from torch import nn
 
 from octseg.models.base import SegOutput
 
-__all__ = ["DiceCELoss", "DeepSupervisionLoss", "check_labels", "masked_one_hot"]
+__all__ = [
+    "DiceCELoss",
+    "DeepSupervisionLoss",
+    "check_labels",
+    "check_term",
+    "masked_one_hot",
+]
 
 
 def check_labels(target: torch.Tensor, num_classes: int, ignore_index: int) -> None:
@@ -28,6 +34,15 @@ def check_labels(target: torch.Tensor, num_classes: int, ignore_index: int) -> N
         raise ValueError(
             f"Mask holds labels {bad} outside 0..{num_classes - 1} (ignore_index={ignore_index}); "
             "check dataset.num_classes and dataset.ignore_index."
+        )
+
+
+def check_term(term: nn.Module, owner: str) -> None:
+    """Raises a TypeError unless ``term`` has the ``compute(logits, target)`` method that the
+    wrapping term ``owner`` (e.g. ``"DeepSupervisionLoss"``) calls."""
+    if not hasattr(term, "compute"):
+        raise TypeError(
+            f"{owner} needs a term with compute(logits, target); got {type(term).__name__}."
         )
 
 
@@ -125,11 +140,7 @@ class DeepSupervisionLoss(nn.Module):
 
     def __init__(self, term: nn.Module, weights: Sequence[float] | None = None) -> None:
         super().__init__()
-        if not hasattr(term, "compute"):
-            raise TypeError(
-                f"DeepSupervisionLoss needs a term with compute(logits, target); got "
-                f"{type(term).__name__}."
-            )
+        check_term(term, "DeepSupervisionLoss")
         self.term = term
         self.weights = None if weights is None else [float(w) for w in weights]
 

@@ -48,27 +48,15 @@ Input: multiples of 16; any B-scan through :class:`~octseg.models.wrappers.PadTo
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
+from octseg.models.blocks.init import init_weights
 from octseg.models.blocks.transformer import GridPositionEmbedding, TransformerEncoder
 
 __all__ = ["LightReSeg", "HEADS"]
 
 HEADS = ("linear", "official")
-
-
-def _he_normal_(module: nn.Module) -> None:
-    """The official init: conv weights ~ N(0, 2 / (k_h k_w C_out)), BN to (1, 0)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 def _conv_relu_bn(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -98,7 +86,8 @@ class SeparableDown(nn.Sequential):
             nn.BatchNorm2d(c),
             nn.ReLU(inplace=True),
         )
-        _he_normal_(self)
+        # The official init: conv weights ~ N(0, 2 / (k_h k_w C_out)), BN to (1, 0).
+        init_weights(self, "he_normal_fan_out")
 
 
 class ChannelSelfAttention(nn.Module):
@@ -169,7 +158,7 @@ class AttentionSkipUp(nn.Module):
         self.up = nn.ConvTranspose2d(in_channels, out, 3, stride=2, padding=1, output_padding=1)
         self.attention = StripConvAttention(out)
         self.skip_scale = skip_scale
-        _he_normal_(self)
+        init_weights(self, "he_normal_fan_out")
 
     def forward(self, skip: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return skip + self.skip_scale * self.attention(skip) + self.up(x)

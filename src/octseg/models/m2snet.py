@@ -67,6 +67,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from octseg.utils.checkpoint_io import load_state_dict_strict, read_weights_file
+
 __all__ = ["AllOnesFilter", "M2SNet", "conv_bn_relu", "load_backbone_weights"]
 
 log = logging.getLogger(__name__)
@@ -153,13 +155,12 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, in_channels: in
         FileNotFoundError: if ``path`` does not exist.
         ValueError: if the file's keys or shapes do not fit the backbone.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"model.net.pretrained_path={path} does not exist; give a local Res2Net-50 v1b "
-            "state dict (e.g. timm res2net50d or res2net50_v1b_26w_4s) or set it to null."
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    setting = "model.net.pretrained_path"
+    hint = (
+        "give a local Res2Net-50 v1b state dict (e.g. timm res2net50d or res2net50_v1b_26w_4s) "
+        "or set it to null."
+    )
+    state = read_weights_file(path, setting, hint)
     for key in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]
@@ -171,13 +172,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, in_channels: in
             cleaned[name] = value
     if "conv1.0.weight" in cleaned:
         cleaned["conv1.0.weight"] = _adapt_first_conv(cleaned["conv1.0.weight"], in_channels)
-    try:
-        backbone.load_state_dict(cleaned, strict=True)
-    except RuntimeError as err:
-        raise ValueError(
-            f"model.net.pretrained_path={path} does not hold Res2Net-50 v1b (26w x 4s) weights "
-            f"that fit the backbone: {err}"
-        ) from err
+    expected = "Res2Net-50 v1b (26w x 4s) weights that fit the backbone"
+    load_state_dict_strict(backbone, cleaned, setting, path, expected)
     log.info("Loaded Res2Net-50 v1b backbone weights from %s", path)
 
 

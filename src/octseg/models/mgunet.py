@@ -64,6 +64,7 @@ from torch import nn
 
 from octseg.models.base import SegOutput
 from octseg.models.blocks.graph import GloReUnit
+from octseg.models.blocks.init import init_weights
 
 __all__ = ["MGUNet", "MGUNetStage", "MGRModule", "mask_to_retina", "fuse_stage_logits"]
 
@@ -247,17 +248,6 @@ def _validate_stage1_map(stage1_map: Sequence[int], num_classes: int) -> list[in
     return groups
 
 
-def _init_weights(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.kaiming_normal_(m.weight, a=0.0, mode="fan_in")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
-
-
 class MGUNet(nn.Module):
     """Two-stage MGU-Net (TS-MGU-Net) returning fused logits and both stages' logits.
 
@@ -302,7 +292,7 @@ class MGUNet(nn.Module):
         self.register_buffer(
             "stage1_target_map", torch.tensor(self.stage1_map, dtype=torch.long), persistent=False
         )
-        _init_weights(self)
+        init_weights(self, "kaiming_normal_fan_in")
 
     def forward(self, x: torch.Tensor) -> SegOutput:
         """``[B, C_in, H, W] -> SegOutput`` (fused logits ``[B, K, H, W]``); H, W multiples of

@@ -1,5 +1,7 @@
 """Building blocks shared by several OCTSeg networks.
 
+* :mod:`octseg.models.blocks.init` — the named weight-initialisation schemes of the methods
+  (:func:`~octseg.models.blocks.init.init_weights`).
 * :mod:`octseg.models.blocks.conv` — plain convolution blocks of the U-Net family.
 * :mod:`octseg.models.blocks.ffc` — fast Fourier convolution (FFC) blocks (Y-Net, and later the
   EdgeAL/LaMa-style generators).
@@ -25,6 +27,7 @@ from octseg.models.blocks.ffc import (
     merge_local_global,
 )
 from octseg.models.blocks.graph import GloReUnit, GraphConv
+from octseg.models.blocks.init import INIT_SCHEMES, init_weights
 from octseg.models.blocks.plain_unet import PlainUNetBlock, PlainUNetDecoder, PlainUNetEncoder
 from octseg.models.blocks.texture import GaborBank, HaarBank, LocalGLCM
 from octseg.models.blocks.transformer import (
@@ -35,6 +38,8 @@ from octseg.models.blocks.transformer import (
 from octseg.models.blocks.wavelet import SUBBANDS, HaarDWT, WaveletChannelAttention
 
 __all__ = [
+    "INIT_SCHEMES",
+    "init_weights",
     "DoubleConv",
     "UpConcat",
     "FFC",

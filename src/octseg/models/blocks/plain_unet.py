@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from octseg.models.blocks.init import init_weights
+
 __all__ = ["PlainUNetBlock", "PlainUNetEncoder", "PlainUNetDecoder"]
 
 
@@ -35,10 +37,7 @@ class PlainUNetBlock(nn.Sequential):
             nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
         )
-        for module in self:
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_uniform_(module.weight, nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+        init_weights(self, "he_uniform")
 
 
 class PlainUNetEncoder(nn.Module):

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from octseg.models.blocks.init import init_weights
+
 __all__ = ["GridPositionEmbedding", "MultiHeadSelfAttention", "TransformerEncoder"]
 
 
@@ -77,17 +79,7 @@ class TransformerEncoder(nn.Module):
             )
             attn = MultiHeadSelfAttention(dim, heads, dim_head, dropout)
             self.layers.append(nn.ModuleList([nn.LayerNorm(dim), attn, nn.LayerNorm(dim), mlp]))
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        init_weights(self, "vit_trunc_normal")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, N, dim] -> [B, N, dim]``."""
