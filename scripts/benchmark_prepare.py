@@ -315,15 +315,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--datasets", default="all",
-                        help=f"'all' or comma-separated among {', '.join(DATASETS)}")
+    parser.add_argument(
+        "--datasets", default="all", help=f"'all' or comma-separated among {', '.join(DATASETS)}"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="factor on every volume dimension and the crop (e.g. 0.1)")
-    parser.add_argument("--steps", type=int, default=10,
-                        help="timed training steps per loading-ratio run (0: skip the ratio)")
-    parser.add_argument("--work-dir", default=None,
-                        help="folder for releases and prepared data (default: a temporary one)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="factor on every volume dimension and the crop (e.g. 0.1)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=10,
+        help="timed training steps per loading-ratio run (0: skip the ratio)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        default=None,
+        help="folder for releases and prepared data (default: a temporary one)",
+    )
     args = parser.parse_args(argv)
     names = list(DATASETS) if args.datasets == "all" else [
         n.strip() for n in args.datasets.split(",") if n.strip()]  # fmt: skip
@@ -353,17 +365,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"scale {args.scale}, {result['cpus']} CPUs, load average "
-          f"{result['load_average_start'][0]:.1f} -> {result['load_average_end'][0]:.1f}")
+    print(
+        f"scale {args.scale}, {result['cpus']} CPUs, load average "
+        f"{result['load_average_start'][0]:.1f} -> {result['load_average_end'][0]:.1f}"
+    )
     for row in result["datasets"]:
         peak = row["peak_rss_mib"]
         ratio = row.get("loading_vs_preloaded_ratio")
-        print(f"{row['dataset']:8s} {'x'.join(map(str, row['volume_shape'])):>14s}  "
-              f"{row['s_per_volume']:6.2f} s/volume ({row['cpu_s_per_volume']:.2f} CPU s)  "
-              f"peak RSS MiB imports {peak['after_imports']:.0f}, one volume "
-              f"{peak['one_volume']:.0f}"
-              f", two {peak['two_volumes']:.0f}  loading ratio "
-              + ("-" if ratio is None else f"{ratio:.2f}"))
+        print(
+            f"{row['dataset']:8s} {'x'.join(map(str, row['volume_shape'])):>14s}  "
+            f"{row['s_per_volume']:6.2f} s/volume ({row['cpu_s_per_volume']:.2f} CPU s)  "
+            f"peak RSS MiB imports {peak['after_imports']:.0f}, one volume "
+            f"{peak['one_volume']:.0f}"
+            f", two {peak['two_volumes']:.0f}  loading ratio "
+            + ("-" if ratio is None else f"{ratio:.2f}")
+        )
     return 0
 
 
