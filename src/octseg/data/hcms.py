@@ -414,6 +414,7 @@ def prepare_hcms(
                 raise ValueError(f"{mat_name}: no B-scan is delineated.")
             writer.write_volume(records, surfaces, meta)
             log.info("hcms: %s, %d delineated B-scans", subject, len(records))
+            del records, surfaces  # else they live on while the next volume is read
     finally:
         if release.archive is not None:
             release.archive.close()

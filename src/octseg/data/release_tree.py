@@ -159,3 +159,4 @@ def stream_volumes(
         records, meta = read(volume_id)
         writer.write_volume(records, meta=meta)
         log.info("%s: %s written (%d B-scans)", writer.dataset, volume_id, len(records))
+        del records  # else it lives on while the next volume is read: two volumes in memory
