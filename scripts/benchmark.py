@@ -96,6 +96,48 @@ class _RepeatBatch(torch.utils.data.IterableDataset):
             yield self.batch
 
 
+def loading_vs_preloaded(
+    dm: pl.LightningDataModule,
+    steps: int,
+    num_classes: int,
+    in_channels: int = 1,
+    loading_seconds: float | None = None,
+) -> dict[str, float]:
+    """Training steps/s through ``dm``'s own loader (reading, augmentation, collation) divided
+    by steps/s on one preloaded batch of it repeated: about 1 when loading is never the
+    bottleneck, below 1 when the network waits for data.
+
+    Both runs train ``UNet(in_channels, num_classes, base_channels=16)`` through
+    :func:`lightning_seconds` from the same seed.
+
+    Args:
+        dm: any DataModule with a ``train_dataloader`` (synthetic, prepared, ...).
+        steps: timed training steps per run (after one warm-up step).
+        num_classes: classes of the network (the dataset's).
+        in_channels: input channels of the network.
+        loading_seconds: the time of the run through ``dm`` when already measured (the trunk
+            figures time it alongside the bare loop); measured here when None.
+
+    Returns:
+        ``loading_vs_preloaded_ratio``, ``loading_s_per_step`` and ``preloaded_s_per_step``.
+    """
+
+    def net() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return UNet(in_channels, num_classes, base_channels=16)
+
+    if loading_seconds is None:
+        loading_seconds = lightning_seconds(net(), dm, steps)
+    preloaded = next(iter(dm.train_dataloader()))
+    loader = torch.utils.data.DataLoader(_RepeatBatch(preloaded, steps + 2), batch_size=None)
+    preloaded_seconds = lightning_seconds(net(), dm, steps, train_loader=loader)
+    return {
+        "loading_vs_preloaded_ratio": preloaded_seconds / loading_seconds,
+        "loading_s_per_step": loading_seconds / steps,
+        "preloaded_s_per_step": preloaded_seconds / steps,
+    }
+
+
 def trunk_figures(steps: int, height: int, width: int, batch: int) -> dict[str, float]:
     torch.manual_seed(0)
     dm = _datamodule(height, width, n=batch * 8, batch=batch)
@@ -107,17 +149,13 @@ def trunk_figures(steps: int, height: int, width: int, batch: int) -> dict[str, 
         torch.manual_seed(0)
         light.append(lightning_seconds(UNet(1, 10, base_channels=16), dm, steps))
     t_bare, t_light = min(bare), min(light)
-
-    preloaded = next(iter(dm.train_dataloader()))
-    loader = torch.utils.data.DataLoader(_RepeatBatch(preloaded, steps + 2), batch_size=None)
-    torch.manual_seed(0)
-    t_pre = lightning_seconds(UNet(1, 10, base_channels=16), dm, steps, train_loader=loader)
+    loading = loading_vs_preloaded(dm, steps, num_classes=10, loading_seconds=t_light)
     return {
         "loop_overhead_pct": 100.0 * (t_light - t_bare) / t_bare,
         "bare_loop_s_per_step": t_bare / steps,
         "lightning_s_per_step": t_light / steps,
         "synthetic_scans_per_s_per_core": measure_throughput(n=200, height=496, width=512),
-        "loading_vs_preloaded_ratio": (steps / t_light) / (steps / t_pre),
+        "loading_vs_preloaded_ratio": loading["loading_vs_preloaded_ratio"],
         "steps": steps,
         "input": f"{batch}x1x{height}x{width}",
         "torch_threads": torch.get_num_threads(),

@@ -3,6 +3,7 @@ the per-B-scan header size), dispatch, corrupt files, intensity mapping, no netw
 
 from __future__ import annotations
 
+import gc
 import math
 import struct
 import subprocess
@@ -30,6 +31,25 @@ def test_vol_fixture_spacing_shape_and_laterality_from_the_header() -> None:
     assert volume.spacing_um == pytest.approx((3.872, 11.819, 31.444), abs=1e-3)
     assert volume.surfaces == {}  # num_seg 0: no layer lines in this file
     assert volume.meta["bscan_positions_mm"][0] == [[1.513, 6.807], [7.564, 6.807]]
+
+
+@requires_vol
+def test_no_eyepy_object_outlives_a_read() -> None:
+    # eyepy's objects refer to each other; left to the cyclic collector they would keep the
+    # parsed file alive while a preparation reads the next volume (two volumes in memory).
+    def eyepy_objects() -> int:
+        return sum(str(type(o).__module__).startswith("eyepy.") for o in gc.get_objects())
+
+    read_vendor(VOL)  # imports eyepy and builds its format definitions
+    gc.collect()
+    before = eyepy_objects()
+    gc.disable()  # only read_vendor's own collection may free them
+    try:
+        volume = read_vendor(VOL)
+        after = eyepy_objects()
+    finally:
+        gc.enable()
+    assert volume.bscans.shape == (10, 40, 50) and after == before
 
 
 @requires_vol

@@ -305,6 +305,8 @@ class PreparedWriter:
             self.write_volume(*records_surfaces, meta=meta)
             log.info("%s: %s written (%d B-scans)", self.dataset, volume_id,
                      len(records_surfaces[0]))  # fmt: skip
+            # Drop this volume before reading the next: memory holds one volume, not two.
+            del records_surfaces, meta
 
     def finish(self, missing: Sequence[str] = ()) -> PrepareSummary:
         """Writes the marker (last) and returns the summary; ``missing`` lists what the

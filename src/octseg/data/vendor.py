@@ -25,6 +25,7 @@ micrometres; NaN where the file holds none.
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,6 +170,11 @@ def read_vendor(path: str | Path, format: str | None = None) -> VendorVolume:
             f"{path} could not be read as {fmt} ({type(err).__name__}: {err}); the file is "
             "truncated, corrupt or of another kind. Re-export it from the device software."
         ) from err
+    # eyepy's volume and reader refer to each other: without a collection now, the parsed file
+    # (about twice the volume) lives until Python's next full collection, so a preparation
+    # that streams volume by volume would at times hold several (measured for HC-MS).
+    del volume
+    gc.collect()
     if bscans.ndim != 3:
         raise ValueError(f"{path}: expected B-scans [N, H, W], got shape {bscans.shape}.")
     if str(meta.get("scale_unit", "mm")) != "mm":
