@@ -111,12 +111,10 @@ def _armed_scripts(log: Path) -> set[str]:
 def test_readme_commands_attempt_no_network(tmp_path: Path) -> None:
     log = tmp_path / "net.jsonl"
     train, evaluate = str(REPO_ROOT / "train.py"), str(REPO_ROOT / "eval.py")
-    # python train.py debug=fdr (tiny), then eval.py on the checkpoint that run wrote.
+    # python train.py debug=fdr (tiny; Lightning writes no checkpoint in a fast dev run).
     _run_guarded([train, "debug=fdr", *FAST_OVERRIDES], tmp_path, log)
-    ckpts = sorted((tmp_path / "logs").rglob("*.ckpt"))
-    assert ckpts, f"train.py debug=fdr wrote no checkpoint under {tmp_path / 'logs'}"
-    _run_guarded([evaluate, f"ckpt_path={ckpts[-1]}"], tmp_path, log)
-    # The default logger (W&B offline + CSV), as `make train` runs it, a few batches long.
+    # The default logger (W&B offline + CSV), as `make train` runs it, a few batches long; then
+    # eval.py on the checkpoint that run wrote.
     wandb_dir = tmp_path / "wandb_run"
     wandb_run = [o for o in FAST_OVERRIDES if not o.startswith("logger=")] + [
         "+trainer.limit_train_batches=2",
@@ -126,6 +124,9 @@ def test_readme_commands_attempt_no_network(tmp_path: Path) -> None:
     wandb_dir.mkdir()
     _run_guarded([train, *wandb_run], wandb_dir, log)
     assert list((wandb_dir / "logs").rglob("offline-run-*")), "the W&B logger did not run"
+    ckpts = sorted((wandb_dir / "logs").rglob("best.ckpt"))
+    assert ckpts, f"train.py wrote no checkpoint under {wandb_dir / 'logs'}"
+    _run_guarded([evaluate, f"ckpt_path={ckpts[-1]}"], tmp_path, log)
 
     assert {"train.py", "eval.py"} <= _armed_scripts(log), _events(log)
     attempts = _attempts(log)
