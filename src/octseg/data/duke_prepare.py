@@ -36,9 +36,8 @@ from typing import Any
 
 import numpy as np
 import scipy.io
-from PIL import Image
 
-from octseg.utils.io import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from octseg.utils.io import atomic_write_csv, atomic_write_json, atomic_write_npy, atomic_write_png
 
 __all__ = [
     "PREPARED_FORMAT",
@@ -288,18 +287,6 @@ def _marker_settings(grader: int, mode: str, ignore_index: int, subjects: Sequen
     }
 
 
-def _png_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
-
-
 def _prepare_subject(
     source: Path, member: str, subject: int, grader: int, mode: str, ignore_index: int
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]]:
@@ -431,9 +418,9 @@ def prepare_duke(
         for name, image, mask, bounds, row in _prepare_subject(
             source, files[subject], subject, grader, mode, ignore_index
         ):
-            atomic_write_bytes(out_dir / "images" / f"{name}.png", _png_bytes(image))
-            atomic_write_bytes(out_dir / "masks" / f"{name}.png", _png_bytes(mask))
-            atomic_write_bytes(out_dir / "boundaries" / f"{name}.npy", _npy_bytes(bounds))
+            atomic_write_png(out_dir / "images" / f"{name}.png", image)
+            atomic_write_png(out_dir / "masks" / f"{name}.png", mask)
+            atomic_write_npy(out_dir / "boundaries" / f"{name}.npy", bounds)
             rows.append(row)
             summary.bscans_per_subject[f"Subject_{subject:02d}"] = row["annotated_bscan"] + 1
             summary.widths.append(row["width"])

@@ -24,7 +24,6 @@ the volumes already there. Volume and case ids may only use ``[A-Za-z0-9._-]``.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import math
@@ -41,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 from octseg.data.base import BScanRecord, SegDataModule
-from octseg.utils.io import atomic_write_bytes, atomic_write_json
+from octseg.utils.io import atomic_write_json, atomic_write_npy, atomic_write_png
 
 __all__ = [
     "MARKER_NAME",
@@ -101,18 +100,6 @@ def _check_id(value: str, what: str) -> str:
             f"{what} {value!r} may only use letters, digits, '.', '_' and '-' (it names files)."
         )
     return value
-
-
-def _png_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(array, dtype=np.float32))
-    return buf.getvalue()
 
 
 def _mask_dtype(ignore_index: int) -> type:
@@ -254,15 +241,16 @@ class PreparedWriter:
         shutil.rmtree(tmp, ignore_errors=True)
         labels: Counter[int] = Counter()
         for r in records:
-            atomic_write_bytes(tmp / "images" / f"{r.case_id}.png", _png_bytes(r.image))
+            atomic_write_png(tmp / "images" / f"{r.case_id}.png", r.image)
             if r.mask is not None:
                 mask = r.mask.astype(_mask_dtype(self.ignore_index))
-                atomic_write_bytes(tmp / "masks" / f"{r.case_id}.png", _png_bytes(mask))
+                atomic_write_png(tmp / "masks" / f"{r.case_id}.png", mask)
                 values, counts = np.unique(mask, return_counts=True)
                 labels.update({int(v): int(c) for v, c in zip(values, counts, strict=True)})
             if surfaces and r.case_id in surfaces:
-                atomic_write_bytes(
-                    tmp / "surfaces" / f"{r.case_id}.npy", _npy_bytes(surfaces[r.case_id])
+                atomic_write_npy(
+                    tmp / "surfaces" / f"{r.case_id}.npy",
+                    np.asarray(surfaces[r.case_id], dtype=np.float32),
                 )
         info = {
             "volume_id": volume_id,

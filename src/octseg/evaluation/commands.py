@@ -4,7 +4,6 @@ checkpoint on its test split, or label maps made by any tool; all through
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,6 @@ import numpy as np
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 
 from octseg.evaluation.checkpoint import load_checkpoint, restore_run_config
 from octseg.evaluation.label_maps import (
@@ -26,7 +24,7 @@ from octseg.evaluation.label_maps import (
 )
 from octseg.evaluation.predictions import predict_scans
 from octseg.evaluation.report import EvaluationResult, default_families, evaluate_label_maps
-from octseg.utils.io import atomic_write_bytes
+from octseg.utils.io import atomic_write_png
 
 __all__ = ["evaluate_checkpoint", "evaluate_folders", "evaluate_module", "suite_kwargs"]
 
@@ -44,16 +42,10 @@ def suite_kwargs(suite_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _save_label_png(path: Path, labels: np.ndarray) -> None:
-    buf = io.BytesIO()
-    Image.fromarray(labels.astype(np.uint8)).save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def _saving(scans: Iterator[ScanPrediction], folder: Path | None) -> Iterator[ScanPrediction]:
     for scan in scans:
         if folder is not None:
-            _save_label_png(folder / f"{scan.case_id}.png", scan.pred)
+            atomic_write_png(folder / f"{scan.case_id}.png", scan.pred.astype(np.uint8))
         yield scan
 
 

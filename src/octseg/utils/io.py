@@ -11,7 +11,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_csv"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_csv",
+    "atomic_write_json",
+    "atomic_write_npy",
+    "atomic_write_png",
+    "atomic_write_text",
+]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -59,3 +66,22 @@ def atomic_write_csv(
     for row in rows:
         writer.writerow(row)
     return atomic_write_text(path, buf.getvalue())
+
+
+def atomic_write_png(path: str | os.PathLike, array: Any) -> Path:
+    """Atomically writes a 2-D (grey, 8 or 16 bit) or RGB array as a lossless PNG."""
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_write_npy(path: str | os.PathLike, array: Any) -> Path:
+    """Atomically writes an array as ``.npy``."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array))
+    return atomic_write_bytes(path, buf.getvalue())
