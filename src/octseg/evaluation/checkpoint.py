@@ -60,8 +60,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "last.ckpt."
         )
     try:
-        # Our own checkpoints hold the run config (plain containers), so the full unpickler.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        # Our own checkpoints hold the run config (plain containers), so the full unpickler;
+        # memory-mapped, so the checks before a resume do not read the weights into memory.
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as err:  # torch raises several types for truncated/corrupt files
         raise ValueError(
             f"ckpt_path={path} could not be read as a PyTorch checkpoint ({err}); the file may "
