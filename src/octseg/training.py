@@ -27,7 +27,7 @@ from octseg.evaluation.checkpoint import (
     resume_overrides,
 )
 from octseg.evaluation.commands import evaluate_module
-from octseg.evaluation.report import EvaluationResult, format_report
+from octseg.evaluation.report import EvaluationResult, format_report, run_identity
 from octseg.utils.callbacks import StoreRunConfig
 from octseg.utils.instantiators import instantiate_callbacks, instantiate_loggers
 from octseg.utils.io import atomic_write_text
@@ -166,6 +166,7 @@ def _test(
     """Tests the best checkpoint and writes the report (rank 0); returns it there."""
     best = _best_checkpoint(trainer)
     run_info = {
+        **run_identity(cfg),
         "run_name": cfg.get("run_name"),
         "best_checkpoint": best,
         "training": dict(sorted(training_values.items())),

@@ -17,7 +17,7 @@ from octseg.evaluation import (
     read_report,
     volume_id_from_name,
 )
-from octseg.evaluation.report import PER_SCAN_COLUMNS
+from octseg.evaluation.report import PER_SCAN_COLUMNS, run_identity
 from tests.metrics.metric_cases import ANATOMY, CLASS_NAMES, NUM_CLASSES, layered_map
 
 SPACING = [3.87, 11.3]
@@ -123,3 +123,21 @@ def test_bad_inputs_name_the_file(tmp_path) -> None:
         load_prediction_folders(tmp_path / "nope", gt_dir, NUM_CLASSES)
     with pytest.raises(ValueError, match="No scans"):
         evaluate_label_maps([], NUM_CLASSES)
+
+
+def test_run_identity_from_composed_configs(make_cfg) -> None:
+    cfg = make_cfg("model=unet", "seed=3")
+    assert run_identity(cfg) == {
+        "model": "unet",
+        "experiment": "default",
+        "dataset": "synthetic_small",
+        "split": None,
+        "fold": None,
+        "seed": 3,
+    }
+    duke = make_cfg(
+        "experiment=duke_cpu", "dataset.split=kfold", "dataset.fold=2", fast=False, subdir="d"
+    )
+    identity = run_identity(duke)
+    assert identity["model"] == "unet_small" and identity["experiment"] == "duke_cpu"
+    assert (identity["dataset"], identity["split"], identity["fold"]) == ("duke", "kfold", 2)

@@ -23,7 +23,12 @@ from octseg.evaluation.label_maps import (
     read_label_map,
 )
 from octseg.evaluation.predictions import predict_scans
-from octseg.evaluation.report import EvaluationResult, default_families, evaluate_label_maps
+from octseg.evaluation.report import (
+    EvaluationResult,
+    default_families,
+    evaluate_label_maps,
+    run_identity,
+)
 from octseg.utils.io import atomic_write_png
 
 __all__ = ["evaluate_checkpoint", "evaluate_folders", "evaluate_module", "suite_kwargs"]
@@ -103,6 +108,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> EvaluationResult:
     model.load_state_dict(ckpt["state_dict"])
     model.to(cfg.get("device") or "cpu")
     info = {
+        **run_identity(run_cfg),
         "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
         "run_name": run_cfg.get("run_name"),
         "global_step": ckpt.get("global_step"),

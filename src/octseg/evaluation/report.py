@@ -12,6 +12,7 @@ are the same files in the same format:
        "volumes": {volume_id: {key: value}},
        "settings": {...},                   # families, classes, spacing, number of scans
        "run": {...}}                        # optional: run name, checkpoint, training values
+                                            # and the run's identity (:func:`run_identity`)
 
 * ``per_scan.csv``: ``scan, class, dice, iou, precision, recall, specificity, accuracy, hd_um,
   hd95_um, assd_um, class_name``, one row per (scan, class);
@@ -52,6 +53,7 @@ __all__ = [
     "evaluate_label_maps",
     "format_report",
     "read_report",
+    "run_identity",
 ]
 
 log = logging.getLogger(__name__)
@@ -214,6 +216,21 @@ class EvaluationResult:
     def format_table(self, title: str = "test") -> str:
         """The printed summary (see :func:`format_report`)."""
         return format_report(self.dataset, self.class_names, self.surface_names, title)
+
+
+def run_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What identifies a run among others (leaderboards group and pair runs by it), from its
+    resolved run config: ``model`` (the ``model`` config's name), ``experiment``, ``dataset``,
+    ``split``, ``fold`` and ``seed``; None where the config does not say."""
+    dataset = cfg.get("dataset") or {}
+    return {
+        "model": cfg.get("model_name"),
+        "experiment": cfg.get("experiment_name"),
+        "dataset": dataset.get("name"),
+        "split": dataset.get("split"),
+        "fold": dataset.get("fold"),
+        "seed": cfg.get("seed"),
+    }
 
 
 def read_report(path: str | Path) -> dict[str, Any]:
