@@ -9,10 +9,14 @@ Protocols (subjects are ``Subject_01`` .. ``Subject_10``; a subject is never spl
   comparable with ``ynet``, and keeps no validation subject so that all 8 train.
 - ``kfold``: 5 folds; fold i tests subjects 2i+1, 2i+2, validates on the next pair
   (2i+3, 2i+4, wrapping round to 1-2), and trains on the remaining 6.
+- ``ynet_kfold``: 4 folds inside ynet's development subjects 1-8; fold i validates on subjects
+  2i+1, 2i+2 and trains on the other 6; every fold tests 9-10, which no fold trains or
+  validates on, so the ensemble of the fold models is tested on unseen subjects (and compares
+  with ``ynet`` and ``relaynet``, which test 9-10 too).
 
 Usage::
 
-    python scripts/make_splits.py            # writes splits/duke/{ynet,relaynet,kfold}.json
+    python scripts/make_splits.py            # writes splits/duke/<protocol>.json
     python scripts/make_splits.py --check    # exits 1 if the files differ from what it would write
 """
 
@@ -36,7 +40,7 @@ def subjects(*numbers: int) -> list[str]:
 
 
 def build_splits() -> dict[str, dict]:
-    """The three split specifications, keyed by protocol name."""
+    """The split specifications, keyed by protocol name."""
     kfold = rotating_folds({s: i // 2 for i, s in enumerate(SUBJECTS)}, 5)
     common = {"dataset": "duke_dme", "source": CITATION, "unit": "subject"}
     return {
@@ -70,6 +74,22 @@ def build_splits() -> dict[str, dict]:
             "description": "5-fold by subject: fold i tests subjects 2i+1..2i+2, validates on the "
             "next pair (wrapping), trains on the other 6.",
             "folds": kfold,
+        },
+        "ynet_kfold": {
+            **common,
+            "protocol": "ynet_kfold",
+            "description": "4-fold cross-validation inside the ynet development subjects 1-8: "
+            "fold i validates on subjects 2i+1..2i+2 and trains on the other 6; every fold tests "
+            "9-10 (held out from all folds), for the ensemble of the fold models.",
+            "folds": [
+                {
+                    "fold": f,
+                    "train": [s for s in SUBJECTS[:8] if s not in subjects(2 * f + 1, 2 * f + 2)],
+                    "val": subjects(2 * f + 1, 2 * f + 2),
+                    "test": subjects(9, 10),
+                }
+                for f in range(4)
+            ],
         },
     }
 

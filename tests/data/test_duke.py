@@ -121,7 +121,9 @@ def test_split_errors(tmp_path: Path) -> None:
         DukeDataModule(folder, split="ynet").setup()
 
 
-@pytest.mark.parametrize(("split", "n_folds"), [("ynet", 1), ("relaynet", 1), ("kfold", 5)])
+@pytest.mark.parametrize(
+    ("split", "n_folds"), [("ynet", 1), ("relaynet", 1), ("kfold", 5), ("ynet_kfold", 4)]
+)
 def test_published_splits_are_disjoint_by_subject(split: str, n_folds: int) -> None:
     spec = json.loads((SPLIT_DIR / f"{split}.json").read_text())
     assert len(spec["folds"]) == n_folds
@@ -136,6 +138,10 @@ def test_published_splits_are_disjoint_by_subject(split: str, n_folds: int) -> N
         assert sorted(tested) == sorted(SUBJECTS)
     if split == "ynet":
         assert sorted(parts["test"]) == ["Subject_09", "Subject_10"] and len(parts["train"]) == 6
+    if split == "ynet_kfold":  # one held-out test pair; every development subject validated once
+        assert set(tested) == {"Subject_09", "Subject_10"}
+        validated = [s for f in range(n_folds) for s in load_split(split, f, SPLIT_DIR)["val"]]
+        assert sorted(validated) == [f"Subject_{i:02d}" for i in range(1, 9)]
 
 
 def test_split_files_match_make_splits() -> None:
