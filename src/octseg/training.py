@@ -27,6 +27,7 @@ from octseg.evaluation.checkpoint import (
     resume_overrides,
 )
 from octseg.evaluation.commands import evaluate_module
+from octseg.evaluation.model_card import write_model_card
 from octseg.evaluation.report import EvaluationResult, format_report, run_identity
 from octseg.utils.callbacks import StoreRunConfig
 from octseg.utils.instantiators import instantiate_callbacks, instantiate_loggers
@@ -163,7 +164,8 @@ def _test(
     datamodule: pl.LightningDataModule,
     training_values: dict[str, float],
 ) -> EvaluationResult | None:
-    """Tests the best checkpoint and writes the report (rank 0); returns it there."""
+    """Tests the best checkpoint and writes the report and the model card beside the checkpoint
+    (rank 0); returns the report there."""
     best = _best_checkpoint(trainer)
     run_info = {
         **run_identity(cfg),
@@ -189,6 +191,7 @@ def _test(
         for logger in trainer.loggers:
             logger.log_metrics(test_values, step=trainer.global_step)
             logger.save()
+        _model_card(best, cfg)
         return result
     trainer.test(
         model=model, datamodule=datamodule, ckpt_path=best, weights_only=False, verbose=False
@@ -208,4 +211,11 @@ def _test(
     )
     result.write(cfg.paths.output_dir)
     print(format_report(values, result.class_names, title="test"))
+    _model_card(best, cfg)
     return result
+
+
+def _model_card(best: str | None, cfg: DictConfig) -> None:
+    """Writes MODEL_CARD.md beside the tested best checkpoint, from its test report."""
+    if best is not None:
+        write_model_card(best, report=Path(cfg.paths.output_dir) / "metrics.json")
