@@ -152,6 +152,7 @@ def test_errors_name_the_problem(sweep: Path, tmp_path: Path) -> None:
 def test_method_labels_and_metric_direction(tmp_path: Path) -> None:
     path = tmp_path / "r" / "metrics.json"
     assert method_label({"experiment": "duke_cpu", "model": "unet_small"}, path) == "duke_cpu"
+    assert method_label({"method": "ens4", "experiment": "duke_cpu"}, path) == "ens4"
     assert method_label({"experiment": "default", "model": "ynet"}, path) == "ynet"
     assert method_label({"run_name": "unet-duke-s3"}, path) == "unet-duke"
     assert method_label({}, path) == "r"
@@ -172,3 +173,58 @@ def test_script_writes_outputs_and_reports_errors(sweep: Path, tmp_path: Path, c
     assert "Leaderboard: toy" in capsys.readouterr().out
     assert script.main([str(tmp_path / "nowhere")]) == 2
     assert "no such run folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_leaderboard_of_a_real_multirun(tmp_path: Path) -> None:
+    """Two methods x two seeds trained on synthetic_small as one multirun, then the leaderboard
+    over the sweep folder (the test data fixed across seeds, four one-scan test volumes)."""
+    from tests.conftest import FAST_OVERRIDES
+    from tests.test_wandb_ddp import _run_cli
+
+    proc = _run_cli(
+        [
+            "-m",
+            "model=unet_small,relaynet",
+            "seed=1,2",
+            *FAST_OVERRIDES,
+            "dataset.datamodule.seed=0",
+            "dataset.datamodule.scans_per_volume=1",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    board = build_leaderboard(load_runs([sweep]), n_resamples=1000)
+    assert sorted(board.methods) == ["relaynet", "unet_small"]
+    for method in board.methods:
+        row = board.row(method, "dice")
+        assert row.n_runs == 2 and row.n_subjects == 4 and row.ci_low <= row.ci_high
+        seeds = {r.identity["seed"] for r in board.runs if r.method == method}
+        assert seeds == {1, 2}
+    other = board.row(board.methods[1], "dice")
+    assert other.n_pairs == 4 and other.underpowered
+    paths = board.write(tmp_path / "board")
+    assert "| unet_small |" in paths["markdown"].read_text()
+
+
+def test_wandb_table_logs_every_row_without_network(sweep: Path, monkeypatch) -> None:
+    import wandb
+
+    from octseg.evaluation.leaderboard import LEADERBOARD_COLUMNS, log_to_wandb
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    logged = {}
+    original = wandb.Table.add_data
+
+    def add_data(self, *row):
+        logged.setdefault("rows", []).append(row)
+        return original(self, *row)
+
+    monkeypatch.setattr(wandb.Table, "add_data", add_data)
+    board = build_leaderboard(load_runs([sweep]), ["dice/RNFL", "mad_um/ILM"], n_resamples=100)
+    log_to_wandb(board, project="octseg-test")
+    assert len(logged["rows"]) == 4 and all(
+        len(r) == len(LEADERBOARD_COLUMNS) for r in logged["rows"]
+    )
+    assert wandb.run is None  # finished

@@ -159,9 +159,12 @@ def find_reports(folders: Iterable[str | Path]) -> list[Path]:
 
 
 def method_label(run: dict[str, Any], path: Path) -> str:
-    """A run's method: its experiment name when it ran one (``experiment=relaynet_duke``),
-    else its model config name (``model=unet_small``); reports written before runs stored
-    those fall back to the run name without its ``-s<seed>`` suffix, then to the folder."""
+    """A run's method: an explicit ``run.method`` (e.g. set by an ensemble's evaluation), else
+    its experiment name when it ran one (``experiment=relaynet_duke``), else its model config
+    name (``model=unet_small``); reports written before runs stored those fall back to the run
+    name without its ``-s<seed>`` suffix, then to the folder."""
+    if run.get("method"):
+        return str(run["method"])
     experiment = run.get("experiment")
     if experiment and experiment != "default":
         return str(experiment)
@@ -345,7 +348,7 @@ class Leaderboard:
             lines.append("| method | " + " | ".join(columns) + " |")
             lines.append("|---" * (len(columns) + 1) + "|")
             for method in self.methods:
-                cells = [_cell(self.row(method, m)) for m in metrics]
+                cells = [_cell(self.row(method, m), len(self.methods) > 1) for m in metrics]
                 lines.append(f"| {method} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
@@ -414,11 +417,13 @@ def _fmt(value: float, metric: str) -> str:
     return f"{value:.2f}" if higher_is_better(metric) is False else f"{value:.3f}"
 
 
-def _cell(row: MetricRow) -> str:
+def _cell(row: MetricRow, bold_best: bool = True) -> str:
     if row.n_runs == 0:
         return "-"
-    text = f"{_fmt(row.mean, row.metric)} ± {_fmt(row.sd, row.metric)}"
-    if row.is_best:
+    text = _fmt(row.mean, row.metric)
+    if math.isfinite(row.sd):  # one run has no SD
+        text += f" ± {_fmt(row.sd, row.metric)}"
+    if row.is_best and bold_best:
         text = f"**{text}**"
     if row.n_subjects:
         text += f" [{_fmt(row.ci_low, row.metric)}, {_fmt(row.ci_high, row.metric)}]"
