@@ -1,7 +1,8 @@
 """Evaluation: reading and pairing label maps, predicting a split with a module, the one report
 format (``metrics.json`` + CSV tables) and its printer, and checkpoint handling shared by
-``eval.py``, resume in ``train.py`` and prediction. ``octseg.metrics`` computes; this package
-reads and writes files."""
+``eval.py``, resume in ``train.py`` and prediction; leaderboards of many runs' reports and
+model cards (``leaderboard``, ``statistics``, ``model_card``). ``octseg.metrics`` computes;
+this package reads and writes files."""
 
 from __future__ import annotations
 
