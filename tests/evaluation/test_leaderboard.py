@@ -149,6 +149,15 @@ def test_errors_name_the_problem(sweep: Path, tmp_path: Path) -> None:
         load_runs([tmp_path / "bad"])
 
 
+def test_the_same_run_found_twice_is_warned_about(sweep: Path, tmp_path: Path, caplog) -> None:
+    _write_run(tmp_path / "again", "A", 1)
+    load_runs([sweep / "0", tmp_path / "again"])
+    assert "2 reports have the same method" in caplog.text
+    caplog.clear()
+    load_runs([sweep])
+    assert "same method" not in caplog.text
+
+
 def test_method_labels_and_metric_direction(tmp_path: Path) -> None:
     path = tmp_path / "r" / "metrics.json"
     assert method_label({"experiment": "duke_cpu", "model": "unet_small"}, path) == "duke_cpu"

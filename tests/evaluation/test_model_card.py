@@ -32,6 +32,14 @@ def _script():
 def test_train_writes_a_card_beside_the_best_checkpoint(trained_run: Path) -> None:
     card = (trained_run / "checkpoints" / MODEL_CARD_NAME).read_text()
     report = json.loads((trained_run / "metrics.json").read_text())
+    # The report says which run it is (leaderboards group by it).
+    run = report["run"]
+    assert (run["model"], run["dataset"], run["seed"], run["fold"]) == (
+        "unet_small",
+        "synthetic_small",
+        42,
+        None,
+    )
     assert card.startswith("# Model card: unet_small on synthetic_small")
     assert "**Not for clinical use.**" in card and "## Intended use" in card
     assert "`octseg.models.unet.UNet`" in card and "seed 42" in card

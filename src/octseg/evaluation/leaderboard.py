@@ -204,6 +204,7 @@ def load_runs(folders: Iterable[str | Path], dataset: str | None = None) -> list
                 class_names=list((report.get("settings") or {}).get("class_names") or []),
             )
         )
+    _warn_duplicates(runs)
     if dataset is not None:
         kept = [r for r in runs if r.dataset == dataset]
         if not kept:
@@ -213,6 +214,24 @@ def load_runs(folders: Iterable[str | Path], dataset: str | None = None) -> list
             )
         runs = kept
     return runs
+
+
+def _warn_duplicates(runs: Sequence[RunReport]) -> None:
+    """Warns about reports with the same method and identity: usually one run found twice
+    (``train.py``'s report and ``eval.py``'s on its checkpoint), which would count it twice."""
+    seen: dict[tuple, list[Path]] = {}
+    for r in runs:
+        key = (r.method, r.dataset, *(str(v) for v in r.identity.values()))
+        seen.setdefault(key, []).append(r.path)
+    for paths in seen.values():
+        if len(paths) > 1:
+            log.warning(
+                "%d reports have the same method, dataset, split, fold, seed and run name (%s); "
+                "each counts as a run. Pass only one report per run (e.g. the run folders, not "
+                "also their eval.py folders).",
+                len(paths),
+                ", ".join(str(p) for p in paths),
+            )
 
 
 @dataclass
