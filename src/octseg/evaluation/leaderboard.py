@@ -347,17 +347,10 @@ class Leaderboard:
         ]
         for method in self.methods:
             runs = [r for r in self.runs if r.method == method]
-
-            def ids(key: str, runs: list[RunReport] = runs) -> str:
-                vals = sorted(
-                    {str(r.identity.get(key)) for r in runs if r.identity.get(key) is not None}
-                )
-                return ", ".join(vals) or "-"
-
+            seeds, folds, splits = (_identities(runs, k) for k in ("seed", "fold", "split"))
             volumes = {v for r in runs for v in r.volumes}
             lines.append(
-                f"| {method} | {len(runs)} | {ids('seed')} | {ids('fold')} | {ids('split')} | "
-                f"{len(volumes)} |"
+                f"| {method} | {len(runs)} | {seeds} | {folds} | {splits} | {len(volumes)} |"
             )
         for family, metrics in self.families().items():
             title = _FAMILY_TITLES.get(family, family)
@@ -428,6 +421,12 @@ class Leaderboard:
         fig.savefig(buffer, format="png", dpi=100)
         plt.close(fig)
         return buffer.getvalue()
+
+
+def _identities(runs: Sequence[RunReport], key: str) -> str:
+    """The distinct values of one identity field, numbers in numeric order (2 before 10)."""
+    values = {str(r.identity[key]) for r in runs if r.identity.get(key) is not None}
+    return ", ".join(sorted(values, key=lambda text: (len(text), text))) or "-"
 
 
 def _fmt(value: float, metric: str) -> str:
