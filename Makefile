@@ -27,8 +27,9 @@ endif
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
-$(DEV_STAMP): $(STAMP) requirements-dev.txt
-	$(PY) -m pip install -q -r requirements-dev.txt -c requirements-lock.txt
+$(DEV_STAMP): $(STAMP) requirements-dev.txt requirements-export.txt requirements-cluster.txt
+	$(PY) -m pip install -q -r requirements-dev.txt -r requirements-export.txt \
+		-r requirements-cluster.txt -c requirements-lock.txt
 	@touch $(DEV_STAMP)
 
 venv: $(STAMP) ## Create .venv with the pinned requirements and the package (TORCH_INDEX=<url>)

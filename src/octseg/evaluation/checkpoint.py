@@ -20,6 +20,7 @@ __all__ = [
     "RESUME_ALLOW_KEY",
     "check_resume_compatible",
     "load_checkpoint",
+    "module_from_checkpoint",
     "override_key",
     "restore_run_config",
     "resume_overrides",
@@ -180,3 +181,25 @@ def restore_run_config(
     cfg = compose(config_name=config_name, overrides=stored + user)
     cfg.model.net = OmegaConf.create(ckpt["octseg_config"]["model"]["net"])
     return cfg
+
+
+def module_from_checkpoint(
+    ckpt_path: str | Path, user_overrides: Sequence[str] = ()
+) -> tuple[Any, DictConfig, dict[str, Any]]:
+    """Rebuilds the trained module of a checkpoint (within an initialised Hydra), in eval mode
+    on the CPU: its run config re-composed (:func:`restore_run_config`, the user's overrides on
+    top), the module instantiated and the weights loaded.
+
+    Returns:
+        ``(module, run_config, checkpoint)``.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`load_checkpoint`.
+    """
+    import hydra
+
+    ckpt = load_checkpoint(ckpt_path)
+    run_cfg = restore_run_config(ckpt, user_overrides)
+    module = hydra.utils.instantiate(run_cfg.model)
+    module.load_state_dict(ckpt["state_dict"])
+    return module.eval(), run_cfg, ckpt

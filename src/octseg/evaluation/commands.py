@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from octseg.evaluation.checkpoint import load_checkpoint, restore_run_config
+from octseg.evaluation.checkpoint import module_from_checkpoint
 from octseg.evaluation.label_maps import (
     ScanPrediction,
     check_label_range,
@@ -100,12 +100,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> EvaluationResult:
     """``eval.py ckpt_path=...``: predicts the test split of the checkpoint's own run config
     (the user's overrides on top) and writes the evaluation files."""
     pl.seed_everything(cfg.seed, workers=True)
-    ckpt = load_checkpoint(cfg.ckpt_path)
     user = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    run_cfg = restore_run_config(ckpt, user)
+    model, run_cfg, ckpt = module_from_checkpoint(cfg.ckpt_path, user)
     datamodule = hydra.utils.instantiate(run_cfg.dataset.datamodule, train_transform=None)
-    model = hydra.utils.instantiate(run_cfg.model)
-    model.load_state_dict(ckpt["state_dict"])
     model.to(cfg.get("device") or "cpu")
     info = {
         **run_identity(run_cfg),
