@@ -6,7 +6,8 @@
 The files take ``[B, C, H, W]`` images of any size (>= the network's size divisor; padding is
 inside the graph) normalised as in training, and return logits ``[B, K, H, W]``. Each is checked
 against PyTorch on odd sizes before it is kept; ``<name>.json`` beside them records the classes,
-spacing, intensity normalisation and the check. See src/octseg/export.py.
+spacing, intensity normalisation and the check, and ``<name>.MODEL_CARD.md`` describes the model
+(method, data, test metrics with confidence intervals, intended use). See src/octseg/export.py.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hydra
 from omegaconf import DictConfig
 
 from octseg.evaluation.checkpoint import module_from_checkpoint, run_dir_of
+from octseg.evaluation.model_card import write_model_card
 from octseg.export import export_metadata, export_module, format_export_summary
 from octseg.utils.resolvers import register_resolvers
 
@@ -46,7 +48,9 @@ def main(cfg: DictConfig) -> None:
         atol=float(cfg.atol),
         metadata=export_metadata(run_cfg, ckpt_path),
     )
+    card = write_model_card(ckpt_path, out=stem.with_name(f"{stem.name}.MODEL_CARD.md"))
     print(format_export_summary(result))
+    print(f"model card: {card}")
 
 
 if __name__ == "__main__":

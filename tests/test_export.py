@@ -108,6 +108,8 @@ def test_export_cli_on_a_trained_checkpoint(tmp_path: Path) -> None:
     side = json.loads((tmp_path / "run" / "export" / "best.json").read_text())
     assert side["dataset"] == "synthetic_small" and side["format"] == "octseg-export"
     assert side["normalisation"]["std"] > 0 and "max |logit" in proc.stdout
+    card = (tmp_path / "run" / "export" / "best.MODEL_CARD.md").read_text()
+    assert "not for clinical use" in card.lower() and "synthetic_small" in card
     proc = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "export.py")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
