@@ -75,6 +75,11 @@ def _cost(col: list[int], regions: list[int], layers: list[int], fluid: list[int
     return cost
 
 
+def test_two_regions() -> None:
+    column = torch.tensor([1, 0, 0, 1, 1]).view(5, 1)  # best: one surface below row 2
+    assert enforce_layer_order(column, [0, 1]).flatten().tolist() == [0, 0, 0, 1, 1]
+
+
 def test_ordered_maps_with_fluid_inside_and_ignore_pixels_are_unchanged() -> None:
     clean = layered_map()
     clean[26:30, 3:9] = 9  # a fluid pocket straddling the OPL-ONL surface

@@ -24,6 +24,7 @@ def test_duke_predictions_have_no_order_violations_after_postprocessing(make_cfg
     # A briefly trained net (one epoch of 34 steps): its layer order is violated in many columns.
     cfg = make_cfg(
         "experiment=duke_cpu",
+        "dataset=duke",  # the fast test overrides pick synthetic_small otherwise
         f"paths.data_dir={SHARED_DIR / 'datasets'}",
         "dataset.datamodule.train_repeats=2",
         "trainer.max_steps=34",
