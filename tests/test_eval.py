@@ -61,6 +61,38 @@ def test_eval_checkpoint_round_trip(trained_run: Path, tmp_path: Path) -> None:
     pngs = sorted((out / "predictions").glob("*.png"))
     assert {p.stem for p in pngs} == scans
     assert np.asarray(Image.open(pngs[0])).shape == (128, 133)  # original, unpadded size
+    assert result["settings"]["postprocess"] is None
+
+
+def test_eval_checkpoint_with_topology_postprocessing(trained_run: Path, tmp_path: Path) -> None:
+    from octseg.metrics.topology import order_violation_rate
+
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    proc = _eval_cli([f"ckpt_path={ckpt}", "save_predictions=true", "postprocess=topology"],
+                     tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics_file = _single(tmp_path / "logs", "metrics.json")
+    result = json.loads(metrics_file.read_text())
+    assert result["settings"]["postprocess"] == "topology"
+    assert result["dataset"]["topology_violation_rate"] == 0.0
+    assert result["settings"]["num_scans"] == 4
+    # Every column of the saved label maps is ordered, not only the annotated ones.
+    for png in sorted((metrics_file.parent / "predictions").glob("*.png")):
+        labels = torch.from_numpy(np.asarray(Image.open(png)).astype(np.int64))
+        assert order_violation_rate(labels, list(range(9))) == 0.0
+
+
+def test_eval_rejects_unknown_postprocessing(tmp_path: Path) -> None:
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    pred_dir.mkdir()
+    gt_dir.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(gt_dir / "a_00.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(pred_dir / "a_00.png")
+    args = [f"pred_dir={pred_dir}", f"gt_dir={gt_dir}", "num_classes=2", "spacing_um=[4,10]"]
+    proc = _eval_cli([*args, "postprocess=crf"], tmp_path)
+    assert proc.returncode != 0 and "valid values: null, none, topology" in proc.stderr
+    proc = _eval_cli([*args, "postprocess=topology"], tmp_path)
+    assert proc.returncode != 0 and "add dataset=<name>" in proc.stderr
 
 
 def test_eval_prediction_folders(tmp_path: Path) -> None:

@@ -185,6 +185,7 @@ def _test(
             cfg.paths.output_dir,
             precision=cfg.trainer.get("precision"),
             run_info=run_info,
+            postprocess=cfg.get("postprocess"),
         )
         # The loggers (W&B summary, CSV) get the same test values as metrics.json.
         test_values = {f"test/{k}": v for k, v in result.dataset.items()}

@@ -4,14 +4,16 @@ checkpoint on its test split, or label maps made by any tool; all through
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import hydra
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,6 +31,7 @@ from octseg.evaluation.report import (
     evaluate_label_maps,
     run_identity,
 )
+from octseg.postprocess import build_postprocess
 from octseg.utils.io import atomic_write_png
 
 __all__ = ["evaluate_checkpoint", "evaluate_folders", "evaluate_module", "suite_kwargs"]
@@ -47,6 +50,18 @@ def suite_kwargs(suite_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def _postprocessed(
+    scans: Iterable[ScanPrediction], fn: Callable[[torch.Tensor], torch.Tensor] | None
+) -> Iterator[ScanPrediction]:
+    """Applies a post-processing (:func:`octseg.postprocess.build_postprocess`) to every scan's
+    label map; probabilities and references are left untouched."""
+    for scan in scans:
+        if fn is not None:
+            pred = fn(torch.from_numpy(np.ascontiguousarray(scan.pred))).numpy()
+            scan = dataclasses.replace(scan, pred=pred)
+        yield scan
+
+
 def _saving(scans: Iterator[ScanPrediction], folder: Path | None) -> Iterator[ScanPrediction]:
     for scan in scans:
         if folder is not None:
@@ -63,6 +78,7 @@ def evaluate_module(
     precision: str | int | None = None,
     save_predictions: bool = False,
     run_info: dict[str, Any] | None = None,
+    postprocess: str | None = None,
 ) -> EvaluationResult:
     """Predicts a split with ``model`` (scan by scan at its true size), computes the suite and
     writes the report files into ``out_dir``; returns the result (also printed).
@@ -77,17 +93,29 @@ def evaluate_module(
         precision: the trainer's precision (``bf16-mixed`` evaluates under bf16 autocast).
         save_predictions: also write each predicted label map to ``predictions/<scan>.png``.
         run_info: facts about the run stored under ``run`` in ``metrics.json``.
+        postprocess: a post-processing of every predicted label map before the metrics (and
+            before saving), e.g. ``topology`` (:func:`octseg.postprocess.build_postprocess`,
+            with the suite's ``anatomy``); recorded under ``settings`` in ``metrics.json``.
     """
     kwargs = suite_kwargs(suite_cfg)
+    fn = build_postprocess(postprocess, kwargs.get("anatomy") or {})
     keep_probs = "probabilistic" in list(kwargs.get("families") or [])
     datamodule.setup("test" if split == "test" else "validate")
     loader = getattr(datamodule, f"{split}_dataloader")()
-    scans = predict_scans(model, loader, keep_probs=keep_probs, precision=precision)
+    scans = _postprocessed(
+        predict_scans(model, loader, keep_probs=keep_probs, precision=precision), fn
+    )
     folder = Path(out_dir) / "predictions" if save_predictions else None
     result = evaluate_label_maps(_saving(scans, folder), **kwargs)
+    result.settings["postprocess"] = _postprocess_name(fn, postprocess)
     result.run = dict(run_info or {})
     _finish(result, out_dir, split)
     return result
+
+
+def _postprocess_name(fn: Callable | None, name: str | None) -> str | None:
+    """The ``postprocess`` entry of a report's settings: None when off, else the name."""
+    return None if fn is None else str(name).strip().lower()
 
 
 def _finish(result: EvaluationResult, out_dir: str | Path, title: str) -> None:
@@ -119,6 +147,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> EvaluationResult:
         precision=cfg.get("precision"),
         save_predictions=bool(cfg.get("save_predictions")),
         run_info=info,
+        postprocess=cfg.get("postprocess"),
     )
 
 
@@ -167,6 +196,7 @@ def evaluate_folders(cfg: DictConfig) -> EvaluationResult:
     """``eval.py pred_dir=...``: evaluates label maps in ``pred_dir`` against ``gt_dir``, or
     against the test split of ``dataset=...`` when ``gt_dir`` is not given."""
     suite = _folder_suite(cfg)
+    fn = build_postprocess(cfg.get("postprocess"), suite.get("anatomy") or {})
     if cfg.get("gt_dir"):
         scans = load_prediction_folders(
             cfg.pred_dir,
@@ -181,7 +211,8 @@ def evaluate_folders(cfg: DictConfig) -> EvaluationResult:
             "eval.py pred_dir=... needs gt_dir=<reference folder> or "
             "dataset=<name> (its test split is the reference)."
         )
-    result = evaluate_label_maps(scans, **suite)
+    result = evaluate_label_maps(_postprocessed(scans, fn), **suite)
+    result.settings["postprocess"] = _postprocess_name(fn, cfg.get("postprocess"))
     result.run = {"pred_dir": str(Path(cfg.pred_dir).resolve())}
     _finish(result, cfg.paths.output_dir, "test")
     return result

@@ -3,11 +3,12 @@
 Family ``topology``: ``topology_violation_rate`` = fraction of the columns where the reference is
 defined whose predicted ranks (fluid filled as in :func:`~octseg.metrics.surfaces.label_ranks`)
 decrease somewhere from top to bottom, pooled over the dataset or per volume (``volume/``: mean
-over volumes).
+over volumes). :func:`order_violation_rate` measures the same on label maps without a reference.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -22,8 +23,9 @@ from octseg.metrics._base import (
     safe_div,
     volume_sum,
 )
+from octseg.metrics.surfaces import label_ranks
 
-__all__ = ["topology_violation_counts", "TopologyFamily"]
+__all__ = ["order_violation_rate", "topology_violation_counts", "TopologyFamily"]
 
 
 def topology_violation_counts(rank: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -42,6 +44,28 @@ def topology_violation_counts(rank: torch.Tensor, valid: torch.Tensor) -> torch.
     """
     bad = (rank[:, 1:] < rank[:, :-1]).any(dim=1) & valid
     return torch.stack([bad.sum(-1).double(), valid.sum(-1).double()], dim=-1)
+
+
+def order_violation_rate(
+    labels: torch.Tensor, ordered_labels: Sequence[int], valid: torch.Tensor | None = None
+) -> float:
+    """Fraction of columns whose regions are out of order (as the ``topology`` family counts).
+
+    Args:
+        labels: integer label maps ``[H, W]`` or ``[B, H, W]`` (non-negative).
+        ordered_labels: region labels top to bottom (``anatomy.ordered_labels``).
+        valid: optional bool ``[W]`` or ``[B, W]`` columns to count; default every column that
+            holds at least one ordered label.
+
+    Returns:
+        The violating fraction of the counted columns (NaN when none is counted).
+    """
+    batch = labels if labels.dim() == 3 else labels[None]
+    rank, defined = label_ranks(batch.long(), ordered_labels)
+    if valid is not None:
+        defined = valid.to(device=defined.device, dtype=torch.bool).expand_as(defined)
+    counts = topology_violation_counts(rank, defined).sum(0)
+    return float(safe_div(counts[0], counts[1]))
 
 
 @register_family("topology")
