@@ -4,7 +4,7 @@
 #
 #   bash scripts/gpu_paper_recipes.sh                    # GPU: full schedules, seeds 1 and 2
 #   SEEDS=7 bash scripts/gpu_paper_recipes.sh            # one seed
-#   SHORT=1 TRAINER=cpu bash scripts/gpu_paper_recipes.sh   # CPU rehearsal: 1 epoch, 3 batches
+#   SHORT=1 TRAINER=cpu bash scripts/gpu_paper_recipes.sh   # CPU rehearsal: 1 epoch, 3 batches of 2
 #
 # Settings (environment): DATA_DIR (folder holding duke_dme; default ../shared/datasets), OUT
 # (default logs/paper_recipes/<time>), TRAINER (gpu), SEEDS ("1 2"), EXPERIMENTS
@@ -35,7 +35,9 @@ cat "$OUT/gpu.txt"
 
 short=()
 if [[ "$SHORT" == "1" ]]; then
-  short=(trainer.max_epochs=1 +trainer.limit_train_batches=3 trainer.precision=32-true)
+  # Small batches too: the full-size B-scans of the recipes at batch 10 need GBs on a CPU.
+  short=(trainer.max_epochs=1 +trainer.limit_train_batches=3 trainer.precision=32-true
+    dataset.datamodule.batch_size=2)
 fi
 printf "experiment\tseed\tseconds\n" > "$OUT/times.tsv"
 for exp in $EXPERIMENTS; do
