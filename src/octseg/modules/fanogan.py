@@ -297,7 +297,8 @@ class FAnoGANModule(pl.LightningModule):
         if real is None:
             log.warning("Batch %d holds no healthy 64 x 64 patch; step skipped.", batch_idx)
             return None
-        self.log("train/healthy_patches", float(real.shape[0]), on_step=False, on_epoch=True)
+        n = real.shape[0]
+        self.log("train/healthy_patches", float(n), on_step=False, on_epoch=True, batch_size=n)
         if self.stage == "encoder":
             return self._encoder_step(real)
         return self._gan_step(real)
