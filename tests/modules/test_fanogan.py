@@ -180,9 +180,7 @@ def test_generator_step_gives_the_critic_no_gradient() -> None:
 
     def check_generator(*args, **kwargs):
         seen["at_generator"] = [p.grad.clone() for p in critic]
-        seen["generator_grad"] = all(
-            p.grad is not None for p in module.net.generator.parameters()
-        )
+        seen["generator_grad"] = all(p.grad is not None for p in module.net.generator.parameters())
         return generator_step(*args, **kwargs)
 
     stepper.opts[1].step, stepper.opts[0].step = record_critic, check_generator
