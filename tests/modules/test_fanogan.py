@@ -299,3 +299,24 @@ def test_train_py_fast_dev_run_on_duke(make_cfg) -> None:
     )
     train(cfg)
     assert "auroc/fluid" in _report(cfg)
+
+
+def test_early_stopping_within_the_gan_stage_is_refused(tmp_path: Path) -> None:
+    import pytorch_lightning as pl
+
+    from octseg.data.synthetic import SyntheticDataModule
+
+    module = _module(gan_epochs=3)
+    stop = pl.callbacks.EarlyStopping(monitor="val/dice", mode="max", patience=2)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=4,
+        logger=False,
+        callbacks=[stop],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    data = SyntheticDataModule(num_train=2, num_val=1, num_test=1, height=96, width=96)
+    with pytest.raises(ValueError, match="model.gan_epochs=3"):
+        trainer.fit(module, datamodule=data)

@@ -38,8 +38,9 @@ Logged: ``train/critic/wasserstein``, ``train/critic/gradient_penalty``, ``train
 ``val/threshold`` and ``val/anomaly_score`` (mean B-scan score).
 
 Limitations: single process (validation statistics are not gathered across DDP ranks); while
-the GAN trains, validation scores the untrained encoder, so choose the best checkpoint after the
-switch (the experiment config's early-stopping patience exceeds ``gan_epochs``).
+the GAN trains, validation scores the untrained encoder (early stopping whose patience ends in
+the GAN stage is refused at fit start; the best checkpoint may still come from the GAN stage if
+the encoder never does better).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from octseg.metrics.probabilistic import ap_from_histogram, auroc_from_histogram
 from octseg.metrics.probabilistic import probability_histogram as _histogram
 from octseg.models.base import SegOutput
 from octseg.models.fanogan import PATCH, FAnoGAN, extract_patches
+from octseg.modules.two_stage import check_patience_outlasts
 
 __all__ = ["FAnoGANModule", "best_dice_threshold", "binarise", "healthy_windows"]
 
@@ -237,6 +239,14 @@ class FAnoGANModule(pl.LightningModule):
             raise ValueError(
                 f"model.net.in_channels={self.net.in_channels} but dataset.in_channels="
                 f"{channels}; set model.net.in_channels=${{dataset.in_channels}}."
+            )
+
+    def on_fit_start(self) -> None:
+        """Refuses early stopping that would end the run in the GAN stage (validation scores
+        the encoder, which trains only afterwards)."""
+        if self.stage == "gan":
+            check_patience_outlasts(
+                self.trainer, self.gan_epochs, "gan_epochs", "the GAN stage", "the encoder"
             )
 
     def on_train_epoch_start(self) -> None:
