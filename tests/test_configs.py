@@ -68,7 +68,8 @@ def test_global_options_compose(make_cfg, group: str) -> None:
     for option in group_options(group):
         cfg = make_cfg(f"{group}={option}")
         OmegaConf.to_container(cfg.model, resolve=True)  # every interpolation resolves
-        assert cfg.dataset.num_classes == cfg.model.net.num_classes
+        if "num_classes" in cfg.model.net:  # segmenters (not f-AnoGAN's GAN and encoder)
+            assert cfg.dataset.num_classes == cfg.model.net.num_classes
 
 
 def test_run_name_follows_model_dataset_seed(make_cfg) -> None:

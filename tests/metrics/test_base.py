@@ -14,6 +14,7 @@ from octseg.metrics.suite import FAMILIES, MetricSuite
 
 BUILT_IN = {
     "overlap": "octseg.metrics.overlap",
+    "detection": "octseg.metrics.detection",
     "boundary": "octseg.metrics.surfaces",
     "thickness": "octseg.metrics.thickness",
     "topology": "octseg.metrics.topology",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hydra
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from octseg.utils.config import config_dir, group_options
@@ -22,12 +22,14 @@ DATASET_STUB = {
 
 
 def model_config_names() -> list[str]:
-    """Every model config in ``conf/model``."""
-    return group_options("model")
+    """Every model config in ``conf/model`` whose ``net`` is a segmenter (it predicts
+    ``num_classes``); methods whose networks are not one (f-AnoGAN's GAN and encoder) are
+    tested by their own tests."""
+    return [name for name in group_options("model") if "num_classes" in _model_node(name).net]
 
 
-def build_net(name: str, **overrides: object) -> nn.Module:
-    """Instantiates ``conf/model/<name>.yaml``'s ``net`` (following a ``defaults`` parent)."""
+def _model_node(name: str) -> DictConfig:
+    """``conf/model/<name>.yaml`` merged over its ``defaults`` parent (unresolved)."""
     node = OmegaConf.load(MODEL_CONF_DIR / f"{name}.yaml")
     parents = node.pop("defaults", [])
     for parent in parents:
@@ -36,6 +38,12 @@ def build_net(name: str, **overrides: object) -> nn.Module:
             continue
         base = OmegaConf.load(MODEL_CONF_DIR / f"{parent}.yaml")
         node = OmegaConf.merge(base, node)
+    return node
+
+
+def build_net(name: str, **overrides: object) -> nn.Module:
+    """Instantiates ``conf/model/<name>.yaml``'s ``net`` (following a ``defaults`` parent)."""
+    node = _model_node(name)
     cfg = OmegaConf.create({"dataset": DATASET_STUB, "net": node.net})
     for key, value in overrides.items():
         OmegaConf.update(cfg, f"net.{key}", value)

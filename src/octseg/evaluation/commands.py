@@ -85,7 +85,9 @@ def evaluate_module(
 
     Args:
         model: a module following the ``predict_step`` contract of
-            :mod:`octseg.evaluation.predictions`.
+            :mod:`octseg.evaluation.predictions`. A module whose predictions use another label
+            space than the dataset's (f-AnoGAN: fluid vs rest) defines
+            ``evaluation_suite(settings: dict) -> dict``, which rewrites the suite settings.
         datamodule: provides ``<split>_dataloader()``.
         suite_cfg: the metric suite config (``conf/metrics/*.yaml``).
         out_dir: where ``metrics.json`` and the CSV tables go.
@@ -98,6 +100,8 @@ def evaluate_module(
             with the suite's ``anatomy``); recorded under ``settings`` in ``metrics.json``.
     """
     kwargs = suite_kwargs(suite_cfg)
+    if callable(getattr(model, "evaluation_suite", None)):
+        kwargs = model.evaluation_suite(kwargs)
     fn = build_postprocess(postprocess, kwargs.get("anatomy") or {})
     keep_probs = "probabilistic" in list(kwargs.get("families") or [])
     datamodule.setup("test" if split == "test" else "validate")

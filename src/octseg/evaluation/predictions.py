@@ -2,8 +2,9 @@
 
 Any LightningModule whose ``predict_step`` returns, per B-scan, a dict with ``case_id``,
 ``volume_id``, ``pred`` (labels ``[H, W]`` at the scan's true size) and ``target`` (and optionally
-``probs [K, H, W]`` and ``spacing_um``) can be evaluated by the evaluation package, whatever its
-training procedure (:meth:`octseg.modules.seg_module.SegModule.predict_step` is the reference).
+``probs [K, H, W]``, ``spacing_um`` and ``scores [K]``, a score of the whole scan per class) can
+be evaluated by the evaluation package, whatever its training procedure
+(:meth:`octseg.modules.seg_module.SegModule.predict_step` is the reference).
 
 Predictions are produced one batch at a time and handed on, so memory holds one batch, not the
 whole test split (probabilities of 110 Duke B-scans alone would take over 1 GB).
@@ -94,4 +95,5 @@ def predict_scans(
                     target=_numpy(item["target"]),
                     probs=_numpy(item.get("probs")) if keep_probs else None,
                     spacing_um=None if spacing is None else tuple(float(s) for s in spacing),
+                    scores=_numpy(item.get("scores")),
                 )

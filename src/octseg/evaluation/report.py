@@ -315,6 +315,8 @@ def evaluate_label_maps(
         target = torch.as_tensor(np.asarray(scan.target)).long()[None]
         probs = None if scan.probs is None else torch.as_tensor(np.asarray(scan.probs))[None]
         extra = {}
+        if scan.scores is not None:
+            extra["scan_scores"] = torch.as_tensor(np.asarray(scan.scores))[None]
         if scan.spacing_um is not None:
             extra["spacing_um"] = torch.tensor([list(scan.spacing_um)], dtype=torch.float64)
         suite.update(pred, target, torch.tensor([vol]), probs=probs, **extra)

@@ -62,6 +62,8 @@ class BatchContext:
         spacing_um: float64 ``[B, 3]`` per-image spacing on the device of ``target``: axial and
             lateral pixel size and the distance to the next B-scan in micrometres (NaN when
             unknown). Families that convert pixels to physical units read each image's own row.
+        scan_scores: optional ``[B, K]`` scores a method gives each whole image per class
+            (e.g. an anomaly score; NaN where none), read by image-level families.
     """
 
     def __init__(
@@ -72,8 +74,10 @@ class BatchContext:
         volume_index: torch.Tensor,
         probs: torch.Tensor | None,
         spacing_um: torch.Tensor | None = None,
+        scan_scores: torch.Tensor | None = None,
     ) -> None:
         self.spec = spec
+        self.scan_scores = scan_scores
         self.pred = pred
         self.target = target
         self.volume_index = volume_index

@@ -31,6 +31,7 @@ from torchmetrics import Metric
 # The built-in family modules, imported so that their families register (see family_registry).
 from octseg.metrics import (  # noqa: F401
     cvi,
+    detection,
     distances,
     fluid,
     overlap,
@@ -235,6 +236,7 @@ class MetricSuite(Metric):
         volume_index: torch.Tensor | None = None,
         probs: torch.Tensor | None = None,
         spacing_um: torch.Tensor | None = None,
+        scan_scores: torch.Tensor | None = None,
     ) -> None:
         """Accumulates one batch.
 
@@ -249,6 +251,8 @@ class MetricSuite(Metric):
                 ``[B, 3]`` (axial, lateral, distance to the next B-scan; NaN where unknown);
                 None uses the suite's ``spacing_um`` and ``bscan_spacing_um`` for every image.
                 A missing or NaN B-scan distance falls back to ``bscan_spacing_um``.
+            scan_scores: optional ``[B, K]`` per-image scores of each class (NaN where none),
+                for image-level families (``detection``).
 
         Raises:
             ValueError: on shape mismatches or non-positive spacing.
@@ -276,7 +280,9 @@ class MetricSuite(Metric):
                 f"volume_index must have shape [{batch}], got {tuple(volume_index.shape)}."
             )
         spacing = None if spacing_um is None else self._batch_spacing(spacing_um, target)
-        ctx = BatchContext(self.spec, labels, target.long(), volume_index, probs, spacing)
+        ctx = BatchContext(
+            self.spec, labels, target.long(), volume_index, probs, spacing, scan_scores
+        )
         self.volume_index.append(volume_index)
         for fam_name, family in self.families.items():
             for state, value in family.update(ctx).items():

@@ -28,6 +28,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
 from torch import nn
@@ -37,9 +38,28 @@ from octseg.losses.biomarker import BiomarkerLoss, column_thickness, masked_l1, 
 from octseg.models.base import SegOutput
 from octseg.modules.seg_module import SegModule
 
-__all__ = ["BioNetModule", "TwoStageModule"]
+__all__ = ["BioNetModule", "TwoStageModule", "check_patience_outlasts"]
 
 log = logging.getLogger(__name__)
+
+
+def check_patience_outlasts(
+    trainer: pl.Trainer, epochs: int, setting: str, stage: str, scored: str
+) -> None:
+    """Refuses early stopping whose patience could end training within the first ``epochs``
+    epochs, while the part that validation scores (``scored``) does not train yet.
+
+    Raises:
+        ValueError: naming ``callbacks.early_stopping.patience`` and ``model.<setting>``.
+    """
+    checks = trainer.check_val_every_n_epoch or 1
+    for callback in trainer.callbacks:
+        if isinstance(callback, EarlyStopping) and callback.patience * checks <= epochs:
+            raise ValueError(
+                f"Early stopping (patience {callback.patience} validations) would end "
+                f"training during {stage} (model.{setting}={epochs}), when {scored} does not "
+                f"train yet. Raise callbacks.early_stopping.patience or lower model.{setting}."
+            )
 
 
 class TwoStageModule(SegModule):
@@ -99,19 +119,10 @@ class TwoStageModule(SegModule):
     def on_fit_start(self) -> None:
         """Refuses early stopping that would end the run before stage B (the segmenter's
         validation scores cannot improve while only the prior trains)."""
-        if self.stage == "B":
-            return
-        checks = self.trainer.check_val_every_n_epoch or 1
-        for callback in self.trainer.callbacks:
-            if isinstance(callback, EarlyStopping) and callback.patience * checks <= (
-                self.stage_a_epochs
-            ):
-                raise ValueError(
-                    f"Early stopping (patience {callback.patience} validations) would end "
-                    f"training during stage A (model.stage_a_epochs={self.stage_a_epochs}), "
-                    "when the segmenter does not train yet. Raise "
-                    "callbacks.early_stopping.patience or lower model.stage_a_epochs."
-                )
+        if self.stage == "A":
+            check_patience_outlasts(
+                self.trainer, self.stage_a_epochs, "stage_a_epochs", "stage A", "the segmenter"
+            )
 
     def on_train_epoch_start(self) -> None:
         if self.stage == "A" and self.current_epoch >= self.stage_a_epochs:
