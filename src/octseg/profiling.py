@@ -37,15 +37,17 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from octseg.models.base import as_seg_output
 from octseg.models.wrappers import PadToDivisor
-from octseg.utils.config import compose, group_options
+from octseg.utils.config import compose, config_dir, group_options
 
 __all__ = [
     "count_parameters",
+    "model_config_node",
     "count_flops",
     "time_forward",
     "time_forward_backward",
@@ -193,9 +195,22 @@ def peak_rss_delta_mb(fn: Callable[[], object], interval_s: float = 0.001) -> fl
     return (peak - before) / 2**20
 
 
+def model_config_node(name: str) -> DictConfig:
+    """``conf/model/<name>.yaml`` merged over its ``defaults`` parent (unresolved)."""
+    model_dir = config_dir() / "model"
+    node = OmegaConf.load(model_dir / f"{name}.yaml")
+    for parent in node.pop("defaults", []):
+        # `_self_` and the shared SegModule wiring (`/model/module/...`) carry no `net`.
+        if parent == "_self_" or parent.startswith("/"):
+            continue
+        node = OmegaConf.merge(OmegaConf.load(model_dir / f"{parent}.yaml"), node)
+    return node
+
+
 def model_config_names() -> list[str]:
-    """Names of every ``conf/model/*.yaml``."""
-    return group_options("model")
+    """Every ``conf/model/*.yaml`` whose ``net`` is a segmenter (it predicts ``num_classes``);
+    methods whose networks are not one (f-AnoGAN's GAN and encoder) are left out."""
+    return [n for n in group_options("model") if "num_classes" in model_config_node(n).net]
 
 
 def build_model_net(name: str, dataset: str = "synthetic") -> nn.Module:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from torch import nn
 
-from octseg.utils.config import config_dir, group_options
+from octseg.profiling import model_config_names, model_config_node
 
-MODEL_CONF_DIR = config_dir() / "model"
+__all__ = ["DATASET_STUB", "build_net", "model_config_names"]
 
 # Dataset metadata the model configs interpolate (the synthetic dataset's shape: 1 channel,
 # 10 classes; Duke's spacing).
@@ -21,29 +21,9 @@ DATASET_STUB = {
 }
 
 
-def model_config_names() -> list[str]:
-    """Every model config in ``conf/model`` whose ``net`` is a segmenter (it predicts
-    ``num_classes``); methods whose networks are not one (f-AnoGAN's GAN and encoder) are
-    tested by their own tests."""
-    return [name for name in group_options("model") if "num_classes" in _model_node(name).net]
-
-
-def _model_node(name: str) -> DictConfig:
-    """``conf/model/<name>.yaml`` merged over its ``defaults`` parent (unresolved)."""
-    node = OmegaConf.load(MODEL_CONF_DIR / f"{name}.yaml")
-    parents = node.pop("defaults", [])
-    for parent in parents:
-        # `_self_` and the shared SegModule wiring (`/model/module/...`) carry no `net`.
-        if parent == "_self_" or parent.startswith("/"):
-            continue
-        base = OmegaConf.load(MODEL_CONF_DIR / f"{parent}.yaml")
-        node = OmegaConf.merge(base, node)
-    return node
-
-
 def build_net(name: str, **overrides: object) -> nn.Module:
     """Instantiates ``conf/model/<name>.yaml``'s ``net`` (following a ``defaults`` parent)."""
-    node = _model_node(name)
+    node = model_config_node(name)
     cfg = OmegaConf.create({"dataset": DATASET_STUB, "net": node.net})
     for key, value in overrides.items():
         OmegaConf.update(cfg, f"net.{key}", value)

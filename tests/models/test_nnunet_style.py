@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from octseg.models.nnunet_style import NnUNetStyleDynUNet, plan_2d
-from tests.models.model_configs_helper import MODEL_CONF_DIR
+from octseg.utils.config import config_dir
 
 
 def test_plan_for_duke_bscans() -> None:
@@ -34,7 +34,7 @@ def test_plan_rejects_3d() -> None:
 
 
 def test_experiment_matches_plan() -> None:
-    exp = OmegaConf.load(MODEL_CONF_DIR.parent / "experiment" / "nnunet_style_duke.yaml")
+    exp = OmegaConf.load(config_dir() / "experiment" / "nnunet_style_duke.yaml")
     plan = plan_2d(exp.model.net.median_shape, (3.87, 11.3), num_training_pixels=66 * 496 * 523)
     assert exp.dataset.datamodule.batch_size == plan.batch_size
 
