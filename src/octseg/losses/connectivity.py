@@ -102,8 +102,8 @@ class ConnectivityLoss(nn.Module):
     with ``e`` the edge pixels (foreground pixels with 1 to 7 connected neighbours). The scale's
     loss is ``sum_k L_k`` and the total ``sum_s weights[s] * L^(s)``. BCE means and Dice sums
     run over annotated pixels only: a pixel with ``ignore_index`` counts in no term, and a
-    connection to an ignored neighbour is not scored (neighbours outside the image are
-    background, as upstream).
+    connection to an ignored neighbour is neither scored nor voted on, so ignored pixels get no
+    gradient (neighbours outside the image are background, as upstream).
 
     Args:
         weights: one weight per scale, in the order of ``output.aux[key]`` (upstream: 1, 1, 1/2,
@@ -178,7 +178,8 @@ class ConnectivityLoss(nn.Module):
     ) -> torch.Tensor:
         """The loss of one scale, summed over classes (see the class docstring)."""
         conn = logits.sigmoid()
-        votes = bilateral_vote(conn)
+        # An ignored neighbour casts no vote (nor receives a gradient through one).
+        votes = bilateral_vote(conn) * pair_valid
         glob = votes.amax(dim=2)
         edge = edge_gt
         if self.edge_from == "prediction":

@@ -187,10 +187,11 @@ class RetiFluidNet(nn.Module):
             skips.append(x)
             x = F.max_pool2d(x, 2)
         x = self.rmp(self.centre(self.centre_attention(x)))
-        features = [torch.empty(0)] * len(self.decoders)
-        for level in reversed(range(len(self.decoders))):
-            x = self.decoders[level](x, skips[level])
-            features[level] = x
+        features = []
+        for decoder, skip in zip(reversed(self.decoders), reversed(skips), strict=True):
+            x = decoder(x, skip)
+            features.append(x)
+        features.reverse()  # finest first, as self.decoders
         logits = self.main_head(features[0])
         sides, connectivity = [], [self.connectivity_heads[0](logits)]
         for level, head in enumerate(self.side_heads, start=1):
