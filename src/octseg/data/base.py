@@ -337,8 +337,8 @@ def apply_label_map(
     table[: len(lookup)] = lookup
     out = table[mask.astype(np.int64)]
     out[mask == ignore_index] = ignore_index
-    dtype = mask.dtype if np.can_cast(out.max(initial=0), mask.dtype) else np.int64
-    return out.astype(dtype)
+    fits = mask.dtype.kind in "ui" and int(out.max(initial=0)) <= np.iinfo(mask.dtype).max
+    return out.astype(mask.dtype if fits else np.int64)
 
 
 class PadCollate:
