@@ -202,7 +202,7 @@ def test_overfits_a_tiny_batch_with_its_own_loss() -> None:
 
 # ---------------------------------------------------------------- train.py
 def _fast_dev_run(make_cfg, *overrides: str) -> tuple[dict[str, float], Path]:
-    cfg = make_cfg("debug=fdr", "augmentation=none", *overrides, fast=False)
+    cfg = make_cfg("debug=fdr", *overrides, fast=False)
     metrics = train(cfg)
     return metrics, Path(cfg.paths.output_dir)
 
@@ -215,6 +215,9 @@ def test_experiment_configs_compose(make_cfg) -> None:
     assert cfg.optimizer._target_ == "torch.optim.RMSprop" and cfg.optimizer.lr == 2e-4
     assert cfg.scheduler.factory.step_size == 5 and cfg.scheduler.factory.gamma == 0.8
     assert cfg.dataset.datamodule.train_repeats == 13 and cfg.trainer.max_epochs == 10
+    assert cfg.augmentation.affine_p == 0.77 and cfg.augmentation.rotate == 3.0
+    plain = make_cfg("experiment=retifluidnet_duke", "augmentation=none", fast=False, subdir="a")
+    assert plain.augmentation is None
     retouch = make_cfg("experiment=retifluidnet_retouch", "paths.data_dir=/nonexistent",
                        fast=False, subdir="retouch")  # fmt: skip
     assert retouch.dataset.name == "retouch" and retouch.model.net.num_classes == 4
@@ -226,7 +229,8 @@ def test_experiment_configs_compose(make_cfg) -> None:
 def test_fast_dev_run_on_synthetic(make_cfg) -> None:
     metrics, run = _fast_dev_run(
         make_cfg, "model=retifluidnet", "loss=retifluidnet", "dataset=synthetic_small",
-        "logger=csv", "~callbacks.rich_progress_bar", "~callbacks.model_summary",
+        "augmentation=none", "logger=csv", "~callbacks.rich_progress_bar",
+        "~callbacks.model_summary",
     )  # fmt: skip
     assert math.isfinite(metrics["train/loss"])
     report = json.loads((run / "metrics.json").read_text())
