@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pytest
 import torch
@@ -17,8 +18,10 @@ from octseg.data.base import (
     PadCollate,
     RepeatedDataset,
     SegDataModule,
+    apply_label_map,
     dataset_from_records,
 )
+from tests.conftest import requires_duke
 
 IGNORE = 255
 
@@ -197,3 +200,63 @@ def test_release_part_splits_need_a_dataset_that_knows_release_parts(tmp_path: P
     dm = VolumesModule([records("a", 1, 12)], split=str(path))
     with pytest.raises(ValueError, match="names release parts.*does not know the release part"):
         dm.setup()
+
+
+# ---------------------------------------------------------------- label_map
+def test_apply_label_map_keeps_ignore_and_dtype() -> None:
+    mask = np.array([[0, 1, 2], [IGNORE, 2, 0]], np.uint8)
+    out = apply_label_map(mask, np.array([0, 0, 1]), IGNORE)
+    assert out.dtype == np.uint8
+    assert out.tolist() == [[0, 0, 1], [IGNORE, 1, 0]]
+    with pytest.raises(ValueError, match=r"labels \[2\].*label_map"):
+        apply_label_map(mask, np.array([0, 1]), IGNORE, case_id="s1")
+
+
+def test_label_map_remaps_every_part_of_a_datamodule(tmp_path: Path) -> None:
+    """A fluid-only view: labels 0 and 1 -> background, 2 -> fluid, ignore stays."""
+    volumes = [records("a", 3, 12), records("b", 3, 12)]
+    volumes[1][0].mask[:, :4] = IGNORE
+    split = split_file(tmp_path, train=["a"], test=["b"])
+    dm = VolumesModule(volumes, batch_size=3, eval_batch_size=3, split=split,
+                       label_map=[0, 0, 1])  # fmt: skip
+    for loader in (dm.train_dataloader(), dm.test_dataloader()):
+        batch = next(iter(loader))
+        by_case = dict(zip(batch["case_id"], batch["mask"], strict=True))
+        for case, mask in by_case.items():
+            k = int(case[-2:])  # records() labels scan k with k % 3
+            assert set(mask[mask != IGNORE].unique().tolist()) == {1 if k % 3 == 2 else 0}
+    test = next(iter(dm.test_dataloader()))
+    assert (test["mask"][test["case_id"].index("b_00"), :, :4] == IGNORE).all()
+    # The stored records are not touched: a second DataModule sees the original labels.
+    plain = VolumesModule(volumes, eval_batch_size=3, split=split)
+    assert 2 in next(iter(plain.test_dataloader()))["mask"].unique().tolist()
+
+
+@pytest.mark.parametrize("label_map", [[], [0, -1], [0, 1.5], [True, 0]])
+def test_malformed_label_maps_are_refused(label_map: list) -> None:
+    with pytest.raises(ValueError, match="dataset.datamodule.label_map"):
+        SegDataModule(label_map=label_map)
+
+
+def test_duke_fluid_config_is_a_two_class_view_of_duke(make_cfg) -> None:
+    cfg = make_cfg("dataset=duke_fluid", "paths.data_dir=/nonexistent", fast=False)
+    assert cfg.dataset.num_classes == 2 == len(cfg.dataset.class_names)
+    assert list(cfg.dataset.datamodule.label_map) == [0] * 9 + [1]
+    assert cfg.dataset.datamodule._target_ == "octseg.data.duke.DukeDataModule"
+    assert list(cfg.dataset.anatomy.layer_labels) == [] and list(
+        cfg.dataset.anatomy.fluid_labels
+    ) == [1]
+
+
+@requires_duke()
+def test_duke_fluid_reads_fluid_vs_rest(make_cfg) -> None:
+    cfg = make_cfg("dataset=duke_fluid", "paths.data_dir=../shared/datasets", fast=False)
+    fluid = hydra.utils.instantiate(cfg.dataset.datamodule, train_transform=None)
+    duke = hydra.utils.instantiate(cfg.dataset.datamodule, train_transform=None, label_map=None)
+    fluid_pixels = 0
+    for a, b in zip(fluid.test_dataloader(), duke.test_dataloader(), strict=True):
+        assert a["case_id"] == b["case_id"]
+        expected = torch.where(b["mask"] == IGNORE, IGNORE, (b["mask"] == 9).long())
+        assert torch.equal(a["mask"], expected)
+        fluid_pixels += int((a["mask"] == 1).sum())
+    assert fluid_pixels > 0

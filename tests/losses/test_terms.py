@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from octseg.losses import DeepSupervisionLoss, DiceCELoss, Objective
+from octseg.losses import DeepSupervisionLoss, DiceCELoss, Objective, SoftDiceLoss
 from octseg.losses.terms import check_term
 from octseg.models.base import SegOutput
 
@@ -79,3 +79,53 @@ def test_wrapping_terms_reject_a_term_without_compute() -> None:
     with pytest.raises(TypeError, match="DeepSupervisionLoss needs .*compute.*got Identity"):
         DeepSupervisionLoss(torch.nn.Identity())
     check_term(DiceCELoss(), "AnyOwner")  # has compute: accepted
+
+
+def test_soft_dice_by_hand_pooled_and_per_class() -> None:
+    """Two pixels, p = (0.75, 0.25) with label 0 and (0.5, 0.5) with label 1, smooth 1."""
+    probs = torch.tensor([[0.75, 0.5], [0.25, 0.5]]).view(1, 2, 1, 2)
+    logits, target = probs.log(), torch.tensor([[[0, 1]]])
+    # Pooled (RetiFluidNet): (2 x (0.75 + 0.5) + 1) / (2 + 2 + 1) = 0.7.
+    assert SoftDiceLoss().compute(logits, target).item() == pytest.approx(0.3)
+    # Per class: (1.5 + 1) / (1.25 + 1 + 1) and (1 + 1) / (0.75 + 1 + 1), averaged.
+    per_class = 1 - (2.5 / 3.25 + 2 / 2.75) / 2
+    got = SoftDiceLoss(pool_classes=False).compute(logits, target)
+    assert got.item() == pytest.approx(per_class)
+    no_bg = SoftDiceLoss(pool_classes=False, include_background=False).compute(logits, target)
+    assert no_bg.item() == pytest.approx(1 - 2 / 2.75)
+    # An ignored pixel counts in no sum: only the first pixel is left.
+    ignored = SoftDiceLoss().compute(logits, torch.tensor([[[0, 255]]]))
+    assert ignored.item() == pytest.approx(1 - (2 * 0.75 + 1) / (1 + 1 + 1))
+
+
+def test_retifluidnet_multiscale_dice_weights_are_1_1_half_quarter_eighth(make_cfg) -> None:
+    """conf/loss/retifluidnet.yaml: main + side outputs weighted as given, not normalised; the
+    connectivity loss enters with 0.05."""
+    import hydra
+
+    cfg = make_cfg("loss=retifluidnet", "dataset=synthetic_small")
+    objective = hydra.utils.instantiate(cfg.loss)
+    torch.manual_seed(5)
+    k, h, w = 3, 6, 7
+    target = torch.randint(0, k, (2, h, w))
+    outputs = [torch.randn(2, k, h, w) for _ in range(5)]
+    conn = [torch.randn(2, k, 8, h, w) for _ in range(5)]
+    out = SegOutput(outputs[0], aux={"deep_supervision": outputs[1:], "connectivity": conn})
+    terms = objective(out, {"mask": target})
+    single = [SoftDiceLoss().compute(o, target).item() for o in outputs]
+    expected = sum(wt * d for wt, d in zip([1, 1, 0.5, 0.25, 0.125], single, strict=True))
+    assert terms["dice"].item() == pytest.approx(expected, rel=1e-6)
+    assert terms["loss"].item() == pytest.approx(
+        expected + 0.05 * terms["connectivity"].item(), rel=1e-6
+    )
+
+
+def test_deep_supervision_can_keep_weights_unnormalised() -> None:
+    logits, target = _batch()
+    term = DiceCELoss()
+    out = SegOutput(logits, aux={"deep_supervision": [logits * 2]})
+    plain = DeepSupervisionLoss(term, weights=[1.0, 0.5], normalise=False)(out, {"mask": target})
+    normal = DeepSupervisionLoss(term, weights=[1.0, 0.5])(out, {"mask": target})
+    assert plain.item() == pytest.approx(1.5 * normal.item(), rel=1e-6)
+    parts = term.compute(logits, target) + 0.5 * term.compute(logits * 2, target)
+    assert plain.item() == pytest.approx(parts.item(), rel=1e-6)

@@ -39,8 +39,13 @@ def _skip_if_missing(name: str) -> None:
 
 
 def _all_outputs(out: SegOutput) -> list[torch.Tensor]:
-    extra = out.aux.get("deep_supervision", [])
-    return [out.logits, *extra]
+    """The logits and every floating-point tensor of ``aux`` (lists included): heads trained
+    only by their own loss term (e.g. RetiFluidNet's connectivity maps) must get gradients too."""
+    tensors = [out.logits]
+    for value in out.aux.values():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        tensors += [v for v in items if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    return tensors
 
 
 def test_every_model_config_is_covered() -> None:

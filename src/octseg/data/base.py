@@ -36,7 +36,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NotRequired, Protocol, TypedDict
 
 import numpy as np
@@ -63,6 +63,7 @@ __all__ = [
     "SegDataModule",
     "SegSample",
     "VolumeReader",
+    "apply_label_map",
     "dataset_from_records",
     "seed_worker",
 ]
@@ -292,6 +293,54 @@ def dataset_from_records(
     )
 
 
+def _label_lookup(label_map: Sequence[int] | None) -> np.ndarray | None:
+    """Checks ``dataset.datamodule.label_map`` and returns it as an int64 array (or None)."""
+    if label_map is None:
+        return None
+    values = list(label_map)
+    if not values or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in values
+    ):
+        raise ValueError(
+            f"dataset.datamodule.label_map must list one new label (an integer >= 0) per "
+            f"original label 0..K-1, got {values!r}."
+        )
+    return np.asarray(values, dtype=np.int64)
+
+
+def apply_label_map(
+    mask: np.ndarray, lookup: np.ndarray, ignore_index: int, case_id: str = "?"
+) -> np.ndarray:
+    """Maps every label ``k`` of ``mask`` to ``lookup[k]``; ``ignore_index`` stays.
+
+    Args:
+        mask: integer label map.
+        lookup: new label per original label (``dataset.datamodule.label_map``).
+        ignore_index: unannotated value, left as it is.
+        case_id: scan name for the error message.
+
+    Returns:
+        The remapped mask, in the dtype of ``mask`` (or int64 when the new labels need it).
+
+    Raises:
+        ValueError: if ``mask`` holds a label the lookup does not cover.
+    """
+    labels = np.unique(mask)
+    labels = labels[labels != ignore_index]
+    bad = labels[(labels < 0) | (labels >= len(lookup))]
+    if bad.size:
+        raise ValueError(
+            f"Scan {case_id!r} has labels {bad.tolist()} that dataset.datamodule.label_map "
+            f"(length {len(lookup)}) does not map; give one entry per label 0..{labels.max()}."
+        )
+    table = np.full(max(len(lookup), int(mask.max(initial=0)) + 1), ignore_index, np.int64)
+    table[: len(lookup)] = lookup
+    out = table[mask.astype(np.int64)]
+    out[mask == ignore_index] = ignore_index
+    fits = mask.dtype.kind in "ui" and int(out.max(initial=0)) <= np.iinfo(mask.dtype).max
+    return out.astype(mask.dtype if fits else np.int64)
+
+
 class PadCollate:
     """Stacks samples of different sizes, padding each sample on its own to the largest H and W
     of the batch (at the bottom and right, so ``orig_hw`` crops recover it).
@@ -396,9 +445,13 @@ class SegDataModule(pl.LightningDataModule):
             that read volumes); None for datasets that split themselves.
         fold: fold of the split file.
         split_dir: folder of named split files (default ``<repo>/splits/<splits_name>``).
+        label_map: new label of every original label ``0..K-1`` (``ignore_index`` stays), or
+            None. It gives a coarser view of a dataset, e.g. fluid vs. the rest of a
+            layer + fluid set (``conf/dataset/duke_fluid.yaml``); every part is remapped.
 
     Raises:
-        ValueError: on a batch size < 1, ``train_repeats`` < 1 or a malformed spacing.
+        ValueError: on a batch size < 1, ``train_repeats`` < 1, a malformed spacing or
+            ``label_map``.
     """
 
     #: folder under ``splits/`` holding this dataset's published split files.
@@ -420,6 +473,7 @@ class SegDataModule(pl.LightningDataModule):
         split: str | None = None,
         fold: int = 0,
         split_dir: str | None = None,
+        label_map: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.batch_size = _batch_size(batch_size, "batch_size")
@@ -442,6 +496,7 @@ class SegDataModule(pl.LightningDataModule):
             bscan = math.nan if bscan_spacing_um is None else float(bscan_spacing_um)
             self.spacing_um = _spacing_triple([*spacing_um, bscan], "dataset.spacing_um")
         self.split, self.fold, self.split_dir = split, int(fold), split_dir
+        self.label_map = _label_lookup(label_map)
         self.split_info: dict[str, Any] = {}
         self.datasets: dict[str, Dataset] = {}
         # The training order is a function of (this seed, epoch): EpochRandomSampler.
@@ -460,7 +515,13 @@ class SegDataModule(pl.LightningDataModule):
 
     def make_dataset(self, records: Sequence[BScanRecord], part: str) -> Dataset:
         """A dataset of one part: augmentation and repetition for ``train``, the DataModule's
-        normalisation and default spacing for every part."""
+        normalisation, default spacing and ``label_map`` for every part."""
+        if self.label_map is not None:
+            records = [
+                r if r.mask is None else replace(r, mask=apply_label_map(
+                    r.mask, self.label_map, self.ignore_index, r.case_id))
+                for r in records
+            ]  # fmt: skip
         transform = None
         if part == "train" and self.train_transform is not None:
             transform = self.train_transform

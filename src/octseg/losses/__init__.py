@@ -1,6 +1,6 @@
 """Loss terms and the weighted objective."""
 
 from octseg.losses.objective import Objective
-from octseg.losses.terms import DeepSupervisionLoss, DiceCELoss
+from octseg.losses.terms import DeepSupervisionLoss, DiceCELoss, SoftDiceLoss
 
-__all__ = ["Objective", "DiceCELoss", "DeepSupervisionLoss"]
+__all__ = ["Objective", "DiceCELoss", "DeepSupervisionLoss", "SoftDiceLoss"]

@@ -18,6 +18,7 @@ from octseg.models.base import SegOutput
 
 __all__ = [
     "DiceCELoss",
+    "SoftDiceLoss",
     "DeepSupervisionLoss",
     "check_labels",
     "check_term",
@@ -125,6 +126,48 @@ class DiceCELoss(nn.Module):
         return self.compute(output.logits, batch["mask"])
 
 
+class SoftDiceLoss(nn.Module):
+    """``1 - soft Dice`` of softmax probabilities against one-hot targets, over the whole batch.
+
+    Args:
+        ignore_index: label excluded (its pixels count in neither sum).
+        smooth: added to numerator and denominator.
+        pool_classes: ``True``: one Dice over all classes and pixels together (RetiFluidNet's
+            official ``dice_coeff``: one-hot and probabilities flattened, background included);
+            ``False``: the mean of per-class Dice scores.
+        include_background: whether class 0 counts (both modes).
+    """
+
+    def __init__(
+        self,
+        ignore_index: int = 255,
+        smooth: float = 1.0,
+        pool_classes: bool = True,
+        include_background: bool = True,
+    ) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.smooth = float(smooth)
+        self.pool_classes = bool(pool_classes)
+        self.include_background = bool(include_background)
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Loss of raw ``logits [B,K,H,W]`` against ``target [B,H,W]``."""
+        logits = logits.float()
+        one_hot, valid = masked_one_hot(target, logits.shape[1], self.ignore_index)
+        probs = logits.softmax(dim=1) * valid
+        if not self.include_background:
+            probs, one_hot = probs[:, 1:], one_hot[:, 1:]
+        dims = (0, 1, 2, 3) if self.pool_classes else (0, 2, 3)
+        inter = (probs * one_hot).sum(dims)
+        total = probs.sum(dims) + one_hot.sum(dims)
+        dice = (2.0 * inter + self.smooth) / (total + self.smooth)
+        return 1.0 - dice.mean()
+
+    def forward(self, output: SegOutput, batch: Mapping[str, Any]) -> torch.Tensor:
+        return self.compute(output.logits, batch["mask"])
+
+
 class DeepSupervisionLoss(nn.Module):
     """Applies a term to the full-resolution logits and to every deep-supervision output.
 
@@ -136,13 +179,18 @@ class DeepSupervisionLoss(nn.Module):
     Args:
         term: a module with a ``compute(logits, target)`` method (e.g. :class:`DiceCELoss`).
         weights: one weight per output, full resolution first.
+        normalise: divide the weights by their sum (nnU-Net); ``False`` uses them as given
+            (RetiFluidNet's 1, 1, 1/2, 1/4, 1/8).
     """
 
-    def __init__(self, term: nn.Module, weights: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, term: nn.Module, weights: Sequence[float] | None = None, normalise: bool = True
+    ) -> None:
         super().__init__()
         check_term(term, "DeepSupervisionLoss")
         self.term = term
         self.weights = None if weights is None else [float(w) for w in weights]
+        self.normalise = bool(normalise)
 
     def forward(self, output: SegOutput, batch: Mapping[str, Any]) -> torch.Tensor:
         extra = list(output.aux.get("deep_supervision", []))
@@ -153,7 +201,7 @@ class DeepSupervisionLoss(nn.Module):
                 f"DeepSupervisionLoss got {len(outputs)} outputs but {len(weights)} weights."
             )
         weights = weights[: len(outputs)]
-        norm = sum(weights)
+        norm = sum(weights) if self.normalise else 1.0
         target = batch["mask"]
         total = output.logits.new_zeros((), dtype=torch.float32)
         for w, logits in zip(weights, outputs, strict=True):

@@ -14,6 +14,7 @@
   (Masood 2024).
 * :mod:`octseg.models.blocks.plain_unet` — U-Net pieces without normalisation, Keras layout
   (FourierNet).
+* :mod:`octseg.models.blocks.pyramid` — CE-Net's residual multi-kernel pooling (RetiFluidNet).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from octseg.models.blocks.ffc import (
 from octseg.models.blocks.graph import GloReUnit, GraphConv
 from octseg.models.blocks.init import INIT_SCHEMES, init_weights
 from octseg.models.blocks.plain_unet import PlainUNetBlock, PlainUNetDecoder, PlainUNetEncoder
+from octseg.models.blocks.pyramid import ResidualMultiKernelPooling
 from octseg.models.blocks.texture import GaborBank, HaarBank, LocalGLCM
 from octseg.models.blocks.transformer import (
     GridPositionEmbedding,
@@ -61,4 +63,5 @@ __all__ = [
     "PlainUNetBlock",
     "PlainUNetEncoder",
     "PlainUNetDecoder",
+    "ResidualMultiKernelPooling",
 ]

@@ -22,17 +22,23 @@ class DoubleConv(nn.Sequential):
         out_channels: output channels of the second convolution.
         mid_channels: output channels of the first convolution (default ``out_channels``;
             WATNet uses ``out_channels // 2``).
+        bias: give the convolutions a bias anyway (Keras' default, kept where an official
+            parameter count includes it, e.g. RetiFluidNet).
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, mid_channels: int | None = None
+        self,
+        in_channels: int,
+        out_channels: int,
+        mid_channels: int | None = None,
+        bias: bool = False,
     ) -> None:
         mid = mid_channels or out_channels
         super().__init__(
-            nn.Conv2d(in_channels, mid, kernel_size=3, padding=1, bias=False),
+            nn.Conv2d(in_channels, mid, kernel_size=3, padding=1, bias=bias),
             nn.BatchNorm2d(mid),
             nn.ReLU(inplace=True),
-            nn.Conv2d(mid, out_channels, kernel_size=3, padding=1, bias=False),
+            nn.Conv2d(mid, out_channels, kernel_size=3, padding=1, bias=bias),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
         )
