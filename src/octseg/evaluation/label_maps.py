@@ -39,6 +39,8 @@ class ScanPrediction:
         probs: optional class probabilities ``[K, H, W]`` (for AUC/AP/Brier).
         spacing_um: optional ``(axial, lateral[, between B-scans])`` spacing of this scan in
             micrometres; None uses the suite's configured spacing.
+        uncertainty: optional named per-scan values a method reports about its own prediction
+            (e.g. ISLAM's ``sigma_um/<surface>``), written to ``uncertainty.csv``.
     """
 
     case_id: str
@@ -47,6 +49,7 @@ class ScanPrediction:
     target: np.ndarray
     probs: np.ndarray | None = None
     spacing_um: tuple[float, ...] | None = None
+    uncertainty: dict[str, float] | None = None
 
 
 def volume_id_from_name(stem: str) -> str:
