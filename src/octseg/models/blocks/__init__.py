@@ -14,6 +14,8 @@
   (Masood 2024).
 * :mod:`octseg.models.blocks.plain_unet` — U-Net pieces without normalisation, Keras layout
   (FourierNet).
+* :mod:`octseg.models.blocks.resunetpp` — ResUNet++ blocks: squeeze-excitation residual blocks,
+  summed ASPP, attention decoder blocks (ISLAM).
 """
 
 from __future__ import annotations
