@@ -96,6 +96,27 @@ def test_in_memory_scans_with_probabilities() -> None:
     assert result.dataset["dice"] == pytest.approx(1.0)
 
 
+def test_per_scan_uncertainty_is_written_when_given(tmp_path) -> None:
+    target = layered_map().numpy()
+    scans = [
+        ScanPrediction("a_0", "a", target, target, uncertainty={"sigma_um/ILM": 2.0, "x": 1.0}),
+        ScanPrediction("a_1", "a", target, target, uncertainty={"sigma_um/ILM": 4.0,
+                                                                 "x": math.nan}),
+        ScanPrediction("a_2", "a", target, target),  # a scan without values adds no rows
+    ]  # fmt: skip
+    result = evaluate_label_maps(scans, NUM_CLASSES, CLASS_NAMES, spacing_um=SPACING)
+    paths = result.write(tmp_path)
+    with open(paths["uncertainty"]) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["scan"], r["name"], float(r["value"])) for r in rows[:3]] == [
+        ("a_0", "sigma_um/ILM", 2.0), ("a_0", "x", 1.0), ("a_1", "sigma_um/ILM", 4.0),
+    ]  # fmt: skip
+    assert len(rows) == 4
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["uncertainty"] == {"sigma_um/ILM": 3.0, "x": 1.0}  # NaN skipped
+    assert read_report(tmp_path / "metrics.json") == report
+
+
 def test_volume_id_rule() -> None:
     assert volume_id_from_name("Subject_09_03") == "Subject_09"
     assert volume_id_from_name("scan") == "scan"

@@ -41,6 +41,8 @@ class ScanPrediction:
             micrometres; None uses the suite's configured spacing.
         scores: optional ``[K]`` score of the whole scan per class (e.g. an anomaly score;
             NaN where none), for image-level metrics (the ``detection`` family).
+        uncertainty: optional named per-scan values a method reports about its own prediction
+            (e.g. ISLAM's ``sigma_um/<surface>``), written to ``uncertainty.csv``.
     """
 
     case_id: str
@@ -50,6 +52,7 @@ class ScanPrediction:
     probs: np.ndarray | None = None
     spacing_um: tuple[float, ...] | None = None
     scores: np.ndarray | None = None
+    uncertainty: dict[str, float] | None = None
 
 
 def volume_id_from_name(stem: str) -> str:

@@ -2,8 +2,10 @@
 
 Any LightningModule whose ``predict_step`` returns, per B-scan, a dict with ``case_id``,
 ``volume_id``, ``pred`` (labels ``[H, W]`` at the scan's true size) and ``target`` (and optionally
-``probs [K, H, W]``, ``spacing_um`` and ``scores [K]``, a score of the whole scan per class) can
-be evaluated by the evaluation package, whatever its training procedure
+``probs [K, H, W]``, ``spacing_um``, ``scores [K]`` (a score of the whole scan per class) and
+``uncertainty`` (a mapping of named per-scan values such as ISLAM's ``sigma_um/<surface>``,
+written to ``uncertainty.csv``) can be evaluated by the evaluation package, whatever its
+training procedure
 (:meth:`octseg.modules.seg_module.SegModule.predict_step` is the reference).
 
 Predictions are produced one batch at a time and handed on, so memory holds one batch, not the
@@ -88,6 +90,7 @@ def predict_scans(
                         "a labelled split (the test split of a labelled dataset)."
                     )
                 spacing = item.get("spacing_um")
+                uncertainty = item.get("uncertainty")
                 yield ScanPrediction(
                     case_id=str(item["case_id"]),
                     volume_id=str(item["volume_id"]),
@@ -96,4 +99,7 @@ def predict_scans(
                     probs=_numpy(item.get("probs")) if keep_probs else None,
                     spacing_um=None if spacing is None else tuple(float(s) for s in spacing),
                     scores=_numpy(item.get("scores")),
+                    uncertainty=None
+                    if uncertainty is None
+                    else {str(k): float(v) for k, v in uncertainty.items()},
                 )

@@ -17,7 +17,10 @@ are the same files in the same format:
 * ``per_scan.csv``: ``scan, class, dice, iou, precision, recall, specificity, accuracy, hd_um,
   hd95_um, assd_um, class_name``, one row per (scan, class);
 * ``boundaries.csv``: ``scan, surface, mad_um, bias_um, rmse_um, max_um, surface_name``;
-* ``thickness.csv``: ``scan, layer, mean_abs_err_um, layer_name`` (``layer`` = class label).
+* ``thickness.csv``: ``scan, layer, mean_abs_err_um, layer_name`` (``layer`` = class label);
+* ``uncertainty.csv``: ``scan, name, value``, only when the predictions carry named per-scan
+  values (:attr:`ScanPrediction.uncertainty`, e.g. ISLAM's ``sigma_um/<surface>``); their means
+  over the scans go to ``metrics.json`` under ``uncertainty``.
 
 :func:`read_report` reads ``metrics.json`` back (for leaderboards) and checks its format.
 """
@@ -48,6 +51,7 @@ __all__ = [
     "REPORT_FORMAT",
     "REPORT_FORMAT_VERSION",
     "THICKNESS_COLUMNS",
+    "UNCERTAINTY_COLUMNS",
     "EvaluationResult",
     "default_families",
     "evaluate_label_maps",
@@ -77,6 +81,7 @@ PER_SCAN_COLUMNS = [
 ]
 BOUNDARY_COLUMNS = ["scan", "surface", "mad_um", "bias_um", "rmse_um", "max_um", "surface_name"]
 THICKNESS_COLUMNS = ["scan", "layer", "mean_abs_err_um", "layer_name"]
+UNCERTAINTY_COLUMNS = ["scan", "name", "value"]
 
 # Columns of the printed tables, in order; the full set is in metrics.json.
 CLASS_COLUMNS = (
@@ -181,6 +186,7 @@ class EvaluationResult:
     per_scan: list[dict[str, Any]] = field(default_factory=list)
     boundaries: list[dict[str, Any]] = field(default_factory=list)
     thickness: list[dict[str, Any]] = field(default_factory=list)
+    uncertainty: list[dict[str, Any]] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
     surface_names: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
@@ -198,6 +204,8 @@ class EvaluationResult:
         }
         if self.run:
             payload["run"] = self.run
+        if self.uncertainty:
+            payload["uncertainty"] = self.uncertainty_means()
         paths = {"metrics": atomic_write_json(out / "metrics.json", payload)}
         if self.per_scan:
             paths["per_scan"] = atomic_write_csv(
@@ -211,7 +219,19 @@ class EvaluationResult:
             paths["thickness"] = atomic_write_csv(
                 out / "thickness.csv", self.thickness, THICKNESS_COLUMNS
             )
+        if self.uncertainty:
+            paths["uncertainty"] = atomic_write_csv(
+                out / "uncertainty.csv", self.uncertainty, UNCERTAINTY_COLUMNS
+            )
         return paths
+
+    def uncertainty_means(self) -> dict[str, float]:
+        """Mean over the scans of each named uncertainty value (NaN values skipped)."""
+        values: dict[str, list[float]] = {}
+        for row in self.uncertainty:
+            if not math.isnan(row["value"]):
+                values.setdefault(row["name"], []).append(row["value"])
+        return {name: sum(v) / len(v) for name, v in values.items()}
 
     def format_table(self, title: str = "test") -> str:
         """The printed summary (see :func:`format_report`)."""
@@ -309,6 +329,7 @@ def evaluate_label_maps(
     )
     case_ids: list[str] = []
     volume_ids: dict[str, int] = {}
+    uncertainty: list[dict[str, Any]] = []
     for scan in _chain(first, iterator):
         vol = volume_ids.setdefault(scan.volume_id, len(volume_ids))
         pred = torch.as_tensor(np.asarray(scan.pred)).long()[None]
@@ -321,6 +342,8 @@ def evaluate_label_maps(
             extra["spacing_um"] = torch.tensor([list(scan.spacing_um)], dtype=torch.float64)
         suite.update(pred, target, torch.tensor([vol]), probs=probs, **extra)
         case_ids.append(scan.case_id)
+        for name, value in (scan.uncertainty or {}).items():
+            uncertainty.append({"scan": scan.case_id, "name": name, "value": float(value)})
     dataset = {k: _float(v) for k, v in suite.compute().items()}
     volumes = {
         name: {
@@ -345,6 +368,7 @@ def evaluate_label_maps(
             "class_names": names,
         },
     )
+    result.uncertainty = uncertainty
     if "boundary" in tables:
         fam = suite.families["boundary"]
         b = tables["boundary"]

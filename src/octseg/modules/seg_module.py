@@ -236,7 +236,25 @@ class SegModule(pl.LightningModule):
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Returns, per B-scan, the label map and class probabilities at the scan's true size."""
         probs = self.batch_forward(batch).logits.float().softmax(dim=1)
-        labels = probs.argmax(dim=1)
+        return self.scan_results(batch, probs.argmax(dim=1), probs)
+
+    @staticmethod
+    def scan_results(
+        batch: Mapping[str, Any],
+        labels: torch.Tensor,
+        probs: torch.Tensor | None,
+        extras: list[dict[str, Any]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The per-scan dicts of the ``predict_step`` contract (:mod:`octseg.evaluation.
+        predictions`), cropped to each scan's true size.
+
+        Args:
+            batch: the batch (``orig_hw``, ``case_id``, ``volume_id``, optional ``mask`` and
+                ``spacing_um``).
+            labels: predicted labels ``[B, H, W]``.
+            probs: class probabilities ``[B, K, H, W]`` or None.
+            extras: optional per-scan entries added to each dict (e.g. ``uncertainty``).
+        """
         results = []
         for i, (h, w) in enumerate(batch["orig_hw"].tolist()):
             results.append(
@@ -244,11 +262,12 @@ class SegModule(pl.LightningModule):
                     "case_id": batch["case_id"][i],
                     "volume_id": batch["volume_id"][i],
                     "pred": labels[i, :h, :w].cpu(),
-                    "probs": probs[i, :, :h, :w].cpu(),
+                    "probs": None if probs is None else probs[i, :, :h, :w].cpu(),
                     "target": batch["mask"][i, :h, :w].cpu() if "mask" in batch else None,
                     "spacing_um": batch["spacing_um"][i].tolist()
                     if "spacing_um" in batch
                     else None,
+                    **(extras[i] if extras else {}),
                 }
             )
         return results

@@ -15,6 +15,8 @@
 * :mod:`octseg.models.blocks.plain_unet` — U-Net pieces without normalisation, Keras layout
   (FourierNet).
 * :mod:`octseg.models.blocks.pyramid` — CE-Net's residual multi-kernel pooling (RetiFluidNet).
+* :mod:`octseg.models.blocks.resunetpp` — ResUNet++ blocks: squeeze-excitation residual blocks,
+  summed ASPP, attention decoder blocks (ISLAM).
 """
 
 from __future__ import annotations
