@@ -41,6 +41,7 @@ _INVOCATION_KEYS = {
     "num_classes",
     "spacing_um",
     "save_predictions",
+    "tta",
     "task_name",
     "run_name",
 }
@@ -171,8 +172,9 @@ def restore_run_config(
     """Re-composes the training config of a checkpoint (within an initialised Hydra): its
     stored overrides, then the user's (e.g. ``dataset.split=kfold``, ``metrics=layers``,
     ``paths.data_dir=...``) so that paths and data resolve on this machine. The network is
-    rebuilt exactly as trained, whatever the current defaults say."""
-    from hydra import compose
+    rebuilt exactly as trained, whatever the current defaults say. Works inside a running
+    Hydra application and outside one (scripts, tests)."""
+    from octseg.utils.config import compose
 
     user = [o for o in user_overrides if override_key(o) not in _INVOCATION_KEYS]
     user_keys = {override_key(o) for o in user}
