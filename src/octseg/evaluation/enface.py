@@ -25,9 +25,13 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+
+from octseg.metrics.thickness import thickness_profiles
 
 __all__ = [
     "ETDRS_SECTORS",
+    "column_thickness",
     "etdrs_sector_means",
     "find_fovea",
     "render_thickness_map",
@@ -47,6 +51,29 @@ ETDRS_SECTORS = (
     "outer_temporal",
 )
 _RADII_MM = (0.5, 1.5, 3.0)
+
+
+def column_thickness(
+    labels: np.ndarray | torch.Tensor,
+    ordered_labels: Sequence[int],
+    layer_labels: Sequence[int],
+    axial_um: float,
+) -> np.ndarray:
+    """One B-scan's row of the en-face maps: each layer's thickness per A-scan and the total
+    retinal thickness (the layers' sum), in micrometres, NaN where a column is undefined.
+
+    Args:
+        labels: integer label map ``[H, W]``.
+        ordered_labels: region labels top to bottom (``anatomy.ordered_labels``).
+        layer_labels: the layers (``anatomy.layer_labels``).
+        axial_um: axial pixel spacing.
+
+    Returns:
+        float64 ``[L + 1, W]``: the layers in ``layer_labels`` order, then the total.
+    """
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    thick = thickness_profiles(labels, ordered_labels, layer_labels, axial_um).numpy()
+    return np.concatenate([thick, thick.sum(axis=0, keepdims=True)])
 
 
 def _offsets_mm(

@@ -108,22 +108,18 @@ def load_trained_modules(
             ValueError also when members differ in classes, input channels or normalisation
             (naming both checkpoints and the differing setting).
     """
-    members: list[TrainedModule] = []
+    loaded = []
     for path in ckpt_paths:
         ckpt = load_checkpoint(path)
-        run_cfg = restore_run_config(ckpt, user_overrides)
-        module = hydra.utils.instantiate(run_cfg.model)
-        module.load_state_dict(ckpt["state_dict"])
-        module.to(device).eval()
-        members.append(TrainedModule(Path(path), module, run_cfg, ckpt))
-    first = _member_facts(members[0].run_cfg)
-    for member in members[1:]:
-        facts = _member_facts(member.run_cfg)
+        loaded.append((Path(path), ckpt, restore_run_config(ckpt, user_overrides)))
+    # Checked before any network is built, so a mismatch reads as such, not as a weight error.
+    first = _member_facts(loaded[0][2])
+    for path, _, run_cfg in loaded[1:]:
+        facts = _member_facts(run_cfg)
         differing = [k for k in first if first[k] != facts[k]]
         if differing:
             details = "; ".join(
-                f"{k}: {members[0].path} has {first[k]!r}, {member.path} has {facts[k]!r}"
-                for k in differing
+                f"{k}: {loaded[0][0]} has {first[k]!r}, {path} has {facts[k]!r}" for k in differing
             )
             raise ValueError(
                 f"The checkpoints of ckpt_path cannot be ensembled: {details}. An ensemble "
@@ -131,6 +127,12 @@ def load_trained_modules(
                 "the same classes, input channels and intensity normalisation; pass checkpoints "
                 "of one dataset (e.g. the folds of one method)."
             )
+    members: list[TrainedModule] = []
+    for path, ckpt, run_cfg in loaded:
+        module = hydra.utils.instantiate(run_cfg.model)
+        module.load_state_dict(ckpt["state_dict"])
+        module.to(device).eval()
+        members.append(TrainedModule(path, module, run_cfg, ckpt))
     return members
 
 

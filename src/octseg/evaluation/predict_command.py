@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from octseg.data.base import PadCollate, dataset_from_records
 from octseg.evaluation.enface import (
+    column_thickness,
     etdrs_sector_means,
     find_fovea,
     render_thickness_map,
@@ -52,7 +53,6 @@ from octseg.evaluation.predict_inputs import (
 )
 from octseg.evaluation.predictions import predict_items
 from octseg.metrics.surfaces import extract_surfaces
-from octseg.metrics.thickness import thickness_profiles
 from octseg.utils.callbacks import label_overlay, label_palette
 from octseg.utils.io import (
     atomic_write_bytes,
@@ -219,10 +219,9 @@ class _VolumeWriter:
                 table,
                 ["column", "x_um", *(f"{n}_um" for n in anatomy.surface_names)],
             )
-            thick = thickness_profiles(labels[0], anatomy.ordered, anatomy.layers, spacing[0])
-            thick = thick.numpy()
-            total = thick.sum(axis=0, keepdims=True)  # NaN where the column is undefined
-            self.thickness_rows.append(np.concatenate([thick, total]))
+            self.thickness_rows.append(
+                column_thickness(pred, anatomy.ordered, anatomy.layers, spacing[0])
+            )
             for name, values in zip([*anatomy.layer_names, "total_retina"],
                                     self.thickness_rows[-1], strict=True):  # fmt: skip
                 finite = values[np.isfinite(values)]
