@@ -1,0 +1,157 @@
+"""Speed and memory of ``predict.py`` on the CPU (figures for docs/benchmarks.md).
+
+    python scripts/benchmark_predict.py                   # all figures, printed as a table
+    python scripts/benchmark_predict.py --json            # the same as JSON
+    python scripts/benchmark_predict.py --bscans 4        # fewer B-scans per throughput run
+
+Figures:
+  bscans_per_s        B-scans (496 x 512, Spectralis size) predicted per second, batch 1, for
+                      unet_small and Y-Net, without and with flip TTA (model load excluded)
+  peak_mb_per_bscan   rise of the process's peak resident memory while predicting (one B-scan
+                      at a time, so this is the memory one B-scan needs)
+  volume_s            wall time of ``python predict.py`` on one 49 x 496 x 512 volume (.npy) with
+                      unet_small: start-up, model load, prediction and every output file
+
+Networks are untrained (built from their configs with the Duke dataset's classes): speed and
+memory do not depend on the weights. Every throughput figure runs in its own process, so peak
+memory is measured per configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+HEIGHT, WIDTH, VOLUME_BSCANS = 496, 512, 49
+MODELS = ("unet_small", "ynet")
+
+
+def make_checkpoint(model: str, folder: Path) -> Path:
+    """An OCTSeg checkpoint of an untrained ``model`` for ``dataset=duke`` (as train.py writes
+    one: weights, resolved run config and overrides)."""
+    import hydra
+    import torch
+    from omegaconf import OmegaConf
+
+    from octseg.utils.config import compose
+
+    overrides = [f"model={model}", "dataset=duke", "logger=csv"]
+    cfg = compose("train", overrides, output_dir=folder / model)
+    module = hydra.utils.instantiate(cfg.model)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved.pop("hydra", None)
+    path = folder / model / "checkpoints" / "best.ckpt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"state_dict": module.state_dict(), "octseg_config": resolved,
+         "octseg_overrides": overrides},
+        path,
+    )  # fmt: skip
+    return path
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+
+
+def worker(ckpt: str, tta: str | None, bscans: int) -> dict[str, float]:
+    """Predicts ``bscans`` random B-scans (after one warm-up) in this process."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from octseg.data.base import BScanRecord, PadCollate, dataset_from_records
+    from octseg.evaluation.ensemble import build_predictor, load_trained_modules
+    from octseg.evaluation.predictions import predict_items
+
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    predictor = build_predictor(load_trained_modules([ckpt]), tta=tta)
+    rng = np.random.default_rng(0)
+    records = [
+        BScanRecord((rng.random((HEIGHT, WIDTH)) * 255).astype(np.uint8), None, f"s{i}", "v", i)
+        for i in range(bscans + 1)
+    ]
+    loader = DataLoader(dataset_from_records(records, None, 0.179, 0.211), batch_size=1,
+                        collate_fn=PadCollate())  # fmt: skip
+    items = predict_items(predictor, loader)
+    next(items)  # warm-up: first-call allocations are not per-B-scan costs
+    before = _peak_mb()
+    start = time.perf_counter()
+    count = sum(1 for _ in items)
+    seconds = time.perf_counter() - start
+    return {"bscans_per_s": count / seconds, "peak_mb_per_bscan": _peak_mb() - before}
+
+
+def _run_worker(ckpt: Path, tta: str | None, bscans: int) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--worker", str(ckpt), "--tta", str(tta), "--bscans",
+           str(bscans)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True, env=_env())
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONWARNINGS="ignore", WANDB_MODE="offline")
+
+
+def volume_seconds(ckpt: Path, folder: Path) -> float:
+    """Wall time of ``python predict.py`` on one 49-B-scan volume."""
+    rng = np.random.default_rng(1)
+    volume = (rng.random((VOLUME_BSCANS, HEIGHT, WIDTH)) * 255).astype(np.uint8)
+    np.save(folder / "volume.npy", volume)
+    cmd = [sys.executable, str(ROOT / "predict.py"), f"ckpt_path={ckpt}",
+           f"input={folder / 'volume.npy'}", f"output_dir={folder / 'out'}",
+           "spacing_um=[3.87,11.3,123]", f"hydra.run.dir={folder / 'hydra'}"]  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, text=True, check=True, env=_env())
+    seconds = time.perf_counter() - start
+    written = len(list((folder / "out" / "volume" / "labels").glob("*.png")))
+    if written != VOLUME_BSCANS:
+        raise RuntimeError(f"predict.py wrote {written} label maps, expected {VOLUME_BSCANS}.")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--bscans", type=int, default=8, help="B-scans per throughput run")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--tta", default="None", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        tta = None if args.tta == "None" else args.tta
+        print(json.dumps(worker(args.worker, tta, args.bscans)))
+        return
+    results: dict[str, object] = {
+        "cpu_cores": len(os.sched_getaffinity(0)),
+        "load_average_1min_at_start": round(os.getloadavg()[0], 2),
+        "bscan_size": [HEIGHT, WIDTH],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        ckpts = {model: make_checkpoint(model, folder) for model in MODELS}
+        for model in MODELS:
+            for tta in (None, "flip"):
+                figures = _run_worker(ckpts[model], tta, args.bscans)
+                results[f"{model}{'+flip' if tta else ''}"] = {
+                    k: round(v, 2) for k, v in figures.items()
+                }
+        results["volume_49_unet_small_s"] = round(volume_seconds(ckpts["unet_small"], folder), 1)
+    results["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    for key, value in results.items():
+        print(f"{key:32s} {value}")
+
+
+if __name__ == "__main__":
+    main()
