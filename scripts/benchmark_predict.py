@@ -7,10 +7,13 @@
 Figures:
   bscans_per_s        B-scans (496 x 512, Spectralis size) predicted per second, batch 1, for
                       unet_small and Y-Net, without and with flip TTA (model load excluded)
-  peak_mb_per_bscan   rise of the process's peak resident memory while predicting (one B-scan
-                      at a time, so this is the memory one B-scan needs)
-  volume_s            wall time of ``python predict.py`` on one 49 x 496 x 512 volume (.npy) with
-                      unet_small: start-up, model load, prediction and every output file
+  cpu_s_per_bscan     process CPU seconds per B-scan (all threads; less sensitive to other jobs
+                      on a shared machine than the wall-clock rate)
+  peak_mb_per_bscan   rise of the process's peak resident memory from "model loaded" to "B-scans
+                      predicted" (one B-scan at a time: the memory one B-scan needs)
+  volume_49_unet_small_s   wall and CPU time of ``python predict.py`` on one 49 x 496 x 512
+                      volume (.npy) with unet_small: start-up, model load, prediction and every
+                      output file (label maps, overlays, surfaces, thickness maps, ETDRS)
 
 Networks are untrained (built from their configs with the Duke dataset's classes): speed and
 memory do not depend on the weights. Every throughput figure runs in its own process, so peak
@@ -83,12 +86,16 @@ def worker(ckpt: str, tta: str | None, bscans: int) -> dict[str, float]:
     loader = DataLoader(dataset_from_records(records, None, 0.179, 0.211), batch_size=1,
                         collate_fn=PadCollate())  # fmt: skip
     items = predict_items(predictor, loader)
-    next(items)  # warm-up: first-call allocations are not per-B-scan costs
-    before = _peak_mb()
-    start = time.perf_counter()
+    before = _peak_mb()  # model loaded, nothing predicted yet
+    next(items)  # warm-up (not timed)
+    start, cpu_start = time.perf_counter(), time.process_time()
     count = sum(1 for _ in items)
-    seconds = time.perf_counter() - start
-    return {"bscans_per_s": count / seconds, "peak_mb_per_bscan": _peak_mb() - before}
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return {
+        "bscans_per_s": count / seconds,
+        "cpu_s_per_bscan": cpu / count,
+        "peak_mb_per_bscan": _peak_mb() - before,
+    }
 
 
 def _run_worker(ckpt: Path, tta: str | None, bscans: int) -> dict[str, float]:
@@ -102,21 +109,24 @@ def _env() -> dict[str, str]:
     return dict(os.environ, PYTHONWARNINGS="ignore", WANDB_MODE="offline")
 
 
-def volume_seconds(ckpt: Path, folder: Path) -> float:
-    """Wall time of ``python predict.py`` on one 49-B-scan volume."""
+def volume_seconds(ckpt: Path, folder: Path) -> tuple[float, float]:
+    """Wall and CPU time of ``python predict.py`` on one 49-B-scan volume."""
     rng = np.random.default_rng(1)
     volume = (rng.random((VOLUME_BSCANS, HEIGHT, WIDTH)) * 255).astype(np.uint8)
     np.save(folder / "volume.npy", volume)
     cmd = [sys.executable, str(ROOT / "predict.py"), f"ckpt_path={ckpt}",
            f"input={folder / 'volume.npy'}", f"output_dir={folder / 'out'}",
            "spacing_um=[3.87,11.3,123]", f"hydra.run.dir={folder / 'hydra'}"]  # fmt: skip
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(cmd, capture_output=True, text=True, check=True, env=_env())
     seconds = time.perf_counter() - start
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
     written = len(list((folder / "out" / "volume" / "labels").glob("*.png")))
     if written != VOLUME_BSCANS:
         raise RuntimeError(f"predict.py wrote {written} label maps, expected {VOLUME_BSCANS}.")
-    return seconds
+    return seconds, cpu
 
 
 def main() -> None:
@@ -144,7 +154,8 @@ def main() -> None:
                 results[f"{model}{'+flip' if tta else ''}"] = {
                     k: round(v, 2) for k, v in figures.items()
                 }
-        results["volume_49_unet_small_s"] = round(volume_seconds(ckpts["unet_small"], folder), 1)
+        wall, cpu = volume_seconds(ckpts["unet_small"], folder)
+        results["volume_49_unet_small_s"] = {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
     results["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     if args.json:
         print(json.dumps(results, indent=2))

@@ -316,8 +316,9 @@ def predict_command(cfg: DictConfig) -> Path:
     summary: list[dict[str, Any]] = []
     etdrs: list[dict[str, Any]] = []
     keep_probs = bool(cfg.get("save_probabilities"))
-    bar = tqdm(inputs, desc="predict", unit="input", disable=None)
-    for path in bar:
+    # One bar over B-scans (its total grows as inputs are read); off when not on a terminal.
+    bar = tqdm(total=0, desc="predict", unit="B-scan", disable=None)
+    for path in inputs:
         scans = read_input(path, cfg.get("vendor_intensity") or "log")
         if scans.name in names:
             raise ValueError(
@@ -329,6 +330,8 @@ def predict_command(cfg: DictConfig) -> Path:
         for message in input_warnings(scans, training, spacing if known else None):
             log.warning(message)
         records = to_records(scans, in_channels, spacing)
+        bar.total += len(records)
+        bar.set_description_str(scans.name)
         dataset = dataset_from_records(records, None, float(dm.get("mean", 0.0)),
                                        float(dm.get("std", 1.0)))  # fmt: skip
         loader = DataLoader(dataset, batch_size=int(cfg.get("batch_size") or 1),
@@ -346,9 +349,10 @@ def predict_command(cfg: DictConfig) -> Path:
                 pred.cpu().numpy(),
                 None if probs is None else probs.float().cpu().numpy(),
             )
-            bar.set_postfix_str(str(item["case_id"]))
+            bar.update(1)
         summary.extend(writer.summary)
         etdrs.extend(writer.finish(cfg.get("fovea"), cfg.get("laterality")))
+    bar.close()
     fields = list(dict.fromkeys(k for row in summary for k in row))
     summary_path = atomic_write_csv(out_root / "summary.csv", summary, fields)
     if etdrs:
