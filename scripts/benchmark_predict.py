@@ -17,7 +17,8 @@ Figures:
 
 Networks are untrained (built from their configs with the Duke dataset's classes): speed and
 memory do not depend on the weights. Every throughput figure runs in its own process, so peak
-memory is measured per configuration.
+memory is measured per configuration. Torch threads follow the environment (OMP_NUM_THREADS;
+the figures in docs/benchmarks.md use OMP_NUM_THREADS=2, the machine's cores).
 """
 
 from __future__ import annotations
@@ -76,7 +77,6 @@ def worker(ckpt: str, tta: str | None, bscans: int) -> dict[str, float]:
     from octseg.evaluation.ensemble import build_predictor, load_trained_modules
     from octseg.evaluation.predictions import predict_items
 
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     predictor = build_predictor(load_trained_modules([ckpt]), tta=tta)
     rng = np.random.default_rng(0)
     records = [
@@ -95,14 +95,21 @@ def worker(ckpt: str, tta: str | None, bscans: int) -> dict[str, float]:
         "bscans_per_s": count / seconds,
         "cpu_s_per_bscan": cpu / count,
         "peak_mb_per_bscan": _peak_mb() - before,
+        "torch_threads": torch.get_num_threads(),
     }
 
 
 def _run_worker(ckpt: Path, tta: str | None, bscans: int) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--worker", str(ckpt), "--tta", str(tta), "--bscans",
            str(bscans)]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=True, env=_env())
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(_run(cmd).stdout.strip().splitlines()[-1])
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
 
 
 def _env() -> dict[str, str]:
@@ -119,7 +126,7 @@ def volume_seconds(ckpt: Path, folder: Path) -> tuple[float, float]:
            "spacing_um=[3.87,11.3,123]", f"hydra.run.dir={folder / 'hydra'}"]  # fmt: skip
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(cmd, capture_output=True, text=True, check=True, env=_env())
+    _run(cmd)
     seconds = time.perf_counter() - start
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
@@ -151,9 +158,9 @@ def main() -> None:
         for model in MODELS:
             for tta in (None, "flip"):
                 figures = _run_worker(ckpts[model], tta, args.bscans)
-                results[f"{model}{'+flip' if tta else ''}"] = {
-                    k: round(v, 2) for k, v in figures.items()
-                }
+                key = f"{model}{'+flip' if tta else ''}"
+                results[key] = {k: round(v, 3) for k, v in figures.items()}
+                print(key, results[key], file=sys.stderr, flush=True)  # partial results
         wall, cpu = volume_seconds(ckpts["unet_small"], folder)
         results["volume_49_unet_small_s"] = {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
     results["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)

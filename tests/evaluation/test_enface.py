@@ -8,10 +8,10 @@ from PIL import Image
 
 from octseg.evaluation.enface import (
     ETDRS_SECTORS,
-    column_thickness,
     etdrs_sector_means,
     find_fovea,
     render_thickness_map,
+    scan_profiles,
     superior_at_last_bscan,
 )
 
@@ -88,7 +88,10 @@ def test_thickness_map_of_a_synthetic_volume_within_one_micrometre() -> None:
                 edge += width
             truth[:3, b, j] = np.array(widths) * axial
         truth[3, b] = truth[:3, b].sum(axis=0)
-        rows.append(column_thickness(labels, ordered, layers, axial))
+        depth, thickness = scan_profiles(labels, ordered, layers, axial)
+        rows.append(thickness)
+        tops = np.argmax(labels != 0, axis=0)
+        np.testing.assert_allclose(depth[0], tops * axial)  # ILM depth in um
     maps = np.stack(rows, axis=1)
     assert maps.shape == (4, n, w)
     np.testing.assert_allclose(maps, truth, atol=1.0)

@@ -27,14 +27,15 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from octseg.metrics.thickness import thickness_profiles
+from octseg.metrics.surfaces import extract_surfaces
+from octseg.metrics.thickness import layer_thickness
 
 __all__ = [
     "ETDRS_SECTORS",
-    "column_thickness",
     "etdrs_sector_means",
     "find_fovea",
     "render_thickness_map",
+    "scan_profiles",
     "superior_at_last_bscan",
 ]
 
@@ -53,14 +54,13 @@ ETDRS_SECTORS = (
 _RADII_MM = (0.5, 1.5, 3.0)
 
 
-def column_thickness(
+def scan_profiles(
     labels: np.ndarray | torch.Tensor,
     ordered_labels: Sequence[int],
     layer_labels: Sequence[int],
     axial_um: float,
-) -> np.ndarray:
-    """One B-scan's row of the en-face maps: each layer's thickness per A-scan and the total
-    retinal thickness (the layers' sum), in micrometres, NaN where a column is undefined.
+) -> tuple[np.ndarray, np.ndarray]:
+    """One B-scan's surfaces and its row of the en-face maps, from one surface extraction.
 
     Args:
         labels: integer label map ``[H, W]``.
@@ -69,11 +69,28 @@ def column_thickness(
         axial_um: axial pixel spacing.
 
     Returns:
-        float64 ``[L + 1, W]``: the layers in ``layer_labels`` order, then the total.
+        ``(depth, thickness)``: float64 ``[R-1, W]`` depth of each surface below the image top
+        in micrometres, and float64 ``[L + 1, W]`` each layer's thickness (``layer_labels``
+        order) then the total retinal thickness (the layers' sum); NaN where a column is
+        undefined (no ordered label in it).
+
+    Raises:
+        ValueError: if a layer label is not an ordered region.
     """
-    labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-    thick = thickness_profiles(labels, ordered_labels, layer_labels, axial_um).numpy()
-    return np.concatenate([thick, thick.sum(axis=0, keepdims=True)])
+    ordered = [int(v) for v in ordered_labels]
+    missing = [lab for lab in layer_labels if lab not in ordered]
+    if missing:
+        raise ValueError(f"layer labels {missing} are not in ordered_labels {ordered}.")
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)[None]
+    z, defined = extract_surfaces(labels, ordered)
+    undefined = ~defined[0].numpy()
+    depth = z[0].double().numpy() * axial_um
+    positions = [ordered.index(lab) for lab in layer_labels]
+    thick = layer_thickness(z, labels.shape[-2], positions, axial_um)[0].numpy()
+    thick = np.concatenate([thick, thick.sum(axis=0, keepdims=True)])
+    depth[:, undefined] = np.nan
+    thick[:, undefined] = np.nan
+    return depth, thick
 
 
 def _offsets_mm(

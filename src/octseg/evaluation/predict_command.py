@@ -13,7 +13,8 @@ Output folder (``output_dir``)::
 
 Everything is at the input's original size and written atomically. Surfaces and thickness come
 from :func:`octseg.metrics.surfaces.extract_surfaces` and
-:func:`octseg.metrics.thickness.thickness_profiles`, the same code that measures boundary and
+:func:`octseg.metrics.thickness.layer_thickness` (:func:`octseg.evaluation.enface.scan_profiles`,
+one extraction per B-scan), the same code that measures boundary and
 thickness errors in evaluation.
 """
 
@@ -35,10 +36,10 @@ from tqdm.auto import tqdm
 
 from octseg.data.base import PadCollate, dataset_from_records
 from octseg.evaluation.enface import (
-    column_thickness,
     etdrs_sector_means,
     find_fovea,
     render_thickness_map,
+    scan_profiles,
     superior_at_last_bscan,
 )
 from octseg.evaluation.ensemble import as_path_list, build_predictor, load_trained_modules
@@ -52,7 +53,6 @@ from octseg.evaluation.predict_inputs import (
     to_records,
 )
 from octseg.evaluation.predictions import predict_items
-from octseg.metrics.surfaces import extract_surfaces
 from octseg.utils.callbacks import label_overlay, label_palette
 from octseg.utils.io import (
     atomic_write_bytes,
@@ -70,13 +70,13 @@ PostProcess = Callable[[torch.Tensor], torch.Tensor]
 
 def load_postprocess(name: str | None, anatomy: Mapping[str, Any]) -> PostProcess | None:
     """The label-map post-processing ``postprocess=<name>`` (from :mod:`octseg.postprocess`),
-    or None for ``postprocess=null``.
+    or None for ``postprocess=null`` (or ``none``).
 
     Raises:
         ValueError: when a post-processing is asked for but :mod:`octseg.postprocess` is not
             part of this checkout.
     """
-    if name is None:
+    if name is None or str(name).lower() == "none":
         return None
     try:
         from octseg.postprocess import build_postprocess
@@ -188,7 +188,9 @@ class _VolumeWriter:
         atomic_write_png(out / "labels" / f"{case_id}.png", pred.astype(np.uint8), label_palette())
         if self.cfg.get("save_overlays", True):
             grey = to_channels(self.scans.bscans[index], 1, str(self.scans.path))
-            atomic_write_png(out / "overlays" / f"{case_id}.png", label_overlay(grey, pred))
+            # Fast PNG compression: overlays are for viewing, and speckle compresses poorly.
+            overlay = label_overlay(grey, pred)
+            atomic_write_png(out / "overlays" / f"{case_id}.png", overlay, compress_level=1)
         if probs is not None and self.cfg.get("save_probabilities"):
             atomic_write_bytes(out / "probabilities" / f"{case_id}.npz", _npz_bytes(probs))
         height, width = pred.shape
@@ -201,29 +203,25 @@ class _VolumeWriter:
             "axial_um": spacing[0] if spacing else "",
             "lateral_um": spacing[1] if spacing else "",
         }
+        counts = np.bincount(pred.ravel(), minlength=anatomy.num_classes) / pred.size
         for k, name in enumerate(anatomy.class_names):
-            row[f"fraction/{name}"] = round(float((pred == k).mean()), 6)
+            row[f"fraction/{name}"] = round(float(counts[k]), 6)
         if anatomy.has_layers and spacing is not None:
-            labels = torch.as_tensor(pred, dtype=torch.int64)[None]
-            z, defined = extract_surfaces(labels, anatomy.ordered)
-            depth = z[0].double().numpy() * spacing[0]
-            depth[:, ~defined[0].numpy()] = np.nan
+            depth, thickness = scan_profiles(pred, anatomy.ordered, anatomy.layers, spacing[0])
+            names = anatomy.surface_names
             table = [
                 {"column": j, "x_um": round(j * spacing[1], 3),
-                 **{f"{n}_um": round(float(depth[s, j]), 3)
-                    for s, n in enumerate(anatomy.surface_names)}}
+                 **{f"{n}_um": round(float(depth[s, j]), 3) for s, n in enumerate(names)}}
                 for j in range(width)
             ]  # fmt: skip
             atomic_write_csv(
                 out / "surfaces" / f"{case_id}.csv",
                 table,
-                ["column", "x_um", *(f"{n}_um" for n in anatomy.surface_names)],
+                ["column", "x_um", *(f"{n}_um" for n in names)],
             )
-            self.thickness_rows.append(
-                column_thickness(pred, anatomy.ordered, anatomy.layers, spacing[0])
-            )
-            for name, values in zip([*anatomy.layer_names, "total_retina"],
-                                    self.thickness_rows[-1], strict=True):  # fmt: skip
+            self.thickness_rows.append(thickness)
+            for name, values in zip([*anatomy.layer_names, "total_retina"], thickness,
+                                    strict=True):  # fmt: skip
                 finite = values[np.isfinite(values)]
                 row[f"thickness_um/{name}"] = round(float(finite.mean()), 3) if finite.size else ""
         self.summary.append(row)
@@ -297,16 +295,21 @@ def predict_command(cfg: DictConfig) -> Path:
     """
     if cfg.get("input") is None:
         raise ValueError("predict.py needs input=<B-scan, volume file or folder>.")
+    if cfg.get("laterality") not in (None, "OD", "OS"):
+        raise ValueError(f"laterality={cfg.laterality}; expected OD, OS or null (from the file).")
+    if cfg.get("fovea") is not None and len(cfg.fovea) != 2:
+        raise ValueError(
+            f"fovea={list(cfg.fovea)}; expected [bscan_index, column] or null (found from the "
+            "thickness map)."
+        )
     device = cfg.get("device") or "cpu"
     members = load_trained_modules(as_path_list(cfg.get("ckpt_path")), [], device=device)
     run_cfg = members[0].run_cfg
     predictor = build_predictor(members, tta=cfg.get("tta"))
-    dataset_cfg = OmegaConf.to_container(run_cfg.dataset, resolve=False)
+    dataset_cfg = OmegaConf.to_container(run_cfg.dataset, resolve=True)
     anatomy = Anatomy(dataset_cfg)
-    post = load_postprocess(
-        cfg.get("postprocess"), OmegaConf.to_container(run_cfg.dataset.get("anatomy") or {})
-    )
-    training = TrainingFacts.from_config(OmegaConf.to_container(run_cfg.dataset, resolve=True))
+    post = load_postprocess(cfg.get("postprocess"), dataset_cfg.get("anatomy") or {})
+    training = TrainingFacts.from_config(dataset_cfg)
     dm = run_cfg.dataset.datamodule
     in_channels = int(run_cfg.dataset.get("in_channels", 1))
     ignore_index = int(run_cfg.dataset.get("ignore_index", 255))
