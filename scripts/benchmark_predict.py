@@ -51,6 +51,7 @@ def make_checkpoint(model: str, folder: Path) -> Path:
 
     overrides = [f"model={model}", "dataset=duke", "logger=csv"]
     cfg = compose("train", overrides, output_dir=folder / model)
+    torch.manual_seed(0)
     module = hydra.utils.instantiate(cfg.model)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("hydra", None)

@@ -259,7 +259,8 @@ def render_thickness_map(
             vmax=float(max(vmax, vmin + 1.0)),  # a constant map still gets a scale
             interpolation="nearest",
         )
-        fig.colorbar(image, ax=ax, label="thickness (um)")
+        bar = fig.colorbar(image, ax=ax, label="thickness (um)")
+        bar.formatter.set_useOffset(False)  # plain micrometres, not "+1.9e3" offsets
         unit = "mm" if physical else "pixels"
         ax.set_xlabel(f"A-scan ({unit})")
         ax.set_ylabel(f"B-scan ({unit})")

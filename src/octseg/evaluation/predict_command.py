@@ -235,22 +235,25 @@ class _VolumeWriter:
         lateral = self.spacing[1] if self.spacing else None
         bscan = self.spacing[2] if self.spacing and math.isfinite(self.spacing[2]) else None
         fovea = None
-        if bscan is not None and lateral is not None:
-            if fovea_setting is not None:
-                fovea = (float(fovea_setting[0]), float(fovea_setting[1]))
-            else:
+        if bscan is None or lateral is None:
+            log.info(
+                "%s: no B-scan spacing (file or spacing_um=[axial,lateral,bscan]); thickness "
+                "maps written without ETDRS sectors.",
+                self.scans.path,
+            )
+        elif fovea_setting is not None:
+            fovea = (float(fovea_setting[0]), float(fovea_setting[1]))
+        else:
+            try:
                 fovea = find_fovea(maps[-1], lateral, bscan)
+            except ValueError as err:  # the maps are still worth writing
+                log.warning("%s: no ETDRS sectors. %s", self.scans.path, err)
         for name, tmap in zip(names, maps, strict=True):
             stem = self.out / "thickness" / _safe(name)
             atomic_write_npy(stem.with_suffix(".npy"), tmap.astype(np.float32))
             png = render_thickness_map(tmap, f"{self.scans.name}: {name}", lateral, bscan, fovea)
             atomic_write_bytes(stem.with_suffix(".png"), png)
         if fovea is None:
-            log.info(
-                "%s: no B-scan spacing (file or spacing_um=[axial,lateral,bscan]); thickness "
-                "maps written without ETDRS sectors.",
-                self.scans.path,
-            )
             return []
         superior_last = superior_at_last_bscan(self.scans.meta.get("bscan_positions_mm", []))
         if superior_last is None:
