@@ -9,10 +9,10 @@ ARGS ?=
 # A PyTorch wheel index (e.g. the CPU-only one) to take torch/torchvision from; empty = PyPI.
 TORCH_INDEX ?=
 TORCH_PINS := $(shell grep -E '^(torch|torchvision)==' requirements.txt)
-LINT_PATHS := src tests scripts train.py eval.py
+LINT_PATHS := src tests scripts train.py eval.py predict.py
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev train test test-all test-slow eval sweep multirun benchmark format lint clean
+.PHONY: help venv dev train test test-all test-slow eval predict sweep multirun benchmark format lint clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ test-all: dev ## Run every test that this machine can run
 
 eval: venv ## Evaluate a checkpoint: make eval CKPT=logs/train/runs/.../checkpoints/best.ckpt
 	$(PY) eval.py ckpt_path=$(CKPT) $(ARGS)
+
+predict: venv ## Segment new scans: make predict CKPT=.../best.ckpt INPUT=<file or folder>
+	$(PY) predict.py ckpt_path=$(CKPT) input=$(INPUT) $(ARGS)
 
 sweep: venv ## Small Optuna sweep on synthetic data
 	$(PY) train.py hparams_search=unet_optuna $(ARGS)

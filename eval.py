@@ -1,6 +1,7 @@
 """Evaluate a checkpoint on a test split, or prediction files made by any tool.
 
     python eval.py ckpt_path=logs/train/runs/<run>/checkpoints/best.ckpt [dataset.split=kfold ...]
+    python eval.py 'ckpt_path=[fold0/best.ckpt,fold1/best.ckpt]' tta=flip     # fold ensemble
     python eval.py pred_dir=DIR gt_dir=DIR num_classes=10 'spacing_um=[3.87,11.3]'
     python eval.py pred_dir=DIR dataset=duke paths.data_dir=../shared/datasets
 

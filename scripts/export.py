@@ -17,7 +17,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from octseg.evaluation.checkpoint import module_from_checkpoint, run_dir_of
+from octseg.evaluation.checkpoint import run_dir_of
+from octseg.evaluation.ensemble import load_trained_modules
 from octseg.evaluation.model_card import write_model_card
 from octseg.export import export_metadata, export_module, format_export_summary
 from octseg.utils.resolvers import register_resolvers
@@ -34,7 +35,8 @@ def main(cfg: DictConfig) -> None:
         )
     ckpt_path = Path(cfg.ckpt_path)
     # The network is rebuilt exactly as trained: none of the export settings reach its config.
-    module, run_cfg, ckpt = module_from_checkpoint(ckpt_path)
+    trained = load_trained_modules([ckpt_path])[0]
+    module, run_cfg, ckpt = trained.module, trained.run_cfg, trained.ckpt
     out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else run_dir_of(ckpt_path, ckpt) / "export"
     stem = out_dir / (cfg.get("name") or ckpt_path.stem)
     result = export_module(

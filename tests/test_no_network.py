@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.conftest import FAST_OVERRIDES, REPO_ROOT
@@ -127,7 +128,13 @@ def test_readme_commands_attempt_no_network(tmp_path: Path) -> None:
     ckpts = sorted((wandb_dir / "logs").rglob("best.ckpt"))
     assert ckpts, f"train.py wrote no checkpoint under {wandb_dir / 'logs'}"
     _run_guarded([evaluate, f"ckpt_path={ckpts[-1]}"], tmp_path, log)
+    # predict.py on a small volume with the same checkpoint (matplotlib draws its maps).
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    np.save(scans / "volume.npy", np.full((2, 32, 24), 40, np.uint8))
+    _run_guarded([str(REPO_ROOT / "predict.py"), f"ckpt_path={ckpts[-1]}", f"input={scans}",
+                  "spacing_um=[3.87,11.3,100]"], tmp_path, log)  # fmt: skip
 
-    assert {"train.py", "eval.py"} <= _armed_scripts(log), _events(log)
+    assert {"train.py", "eval.py", "predict.py"} <= _armed_scripts(log), _events(log)
     attempts = _attempts(log)
     assert not attempts, f"network access was attempted:\n{_describe(attempts)}"

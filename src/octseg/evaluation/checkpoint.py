@@ -20,7 +20,6 @@ __all__ = [
     "RESUME_ALLOW_KEY",
     "check_resume_compatible",
     "load_checkpoint",
-    "module_from_checkpoint",
     "override_key",
     "restore_run_config",
     "resume_overrides",
@@ -42,6 +41,7 @@ _INVOCATION_KEYS = {
     "num_classes",
     "spacing_um",
     "save_predictions",
+    "tta",
     "task_name",
     "run_name",
 }
@@ -172,8 +172,9 @@ def restore_run_config(
     """Re-composes the training config of a checkpoint (within an initialised Hydra): its
     stored overrides, then the user's (e.g. ``dataset.split=kfold``, ``metrics=layers``,
     ``paths.data_dir=...``) so that paths and data resolve on this machine. The network is
-    rebuilt exactly as trained, whatever the current defaults say."""
-    from hydra import compose
+    rebuilt exactly as trained, whatever the current defaults say. Works inside a running
+    Hydra application and outside one (scripts, tests)."""
+    from octseg.utils.config import compose
 
     user = [o for o in user_overrides if override_key(o) not in _INVOCATION_KEYS]
     user_keys = {override_key(o) for o in user}
@@ -182,24 +183,3 @@ def restore_run_config(
     cfg.model.net = OmegaConf.create(ckpt["octseg_config"]["model"]["net"])
     return cfg
 
-
-def module_from_checkpoint(
-    ckpt_path: str | Path, user_overrides: Sequence[str] = ()
-) -> tuple[Any, DictConfig, dict[str, Any]]:
-    """Rebuilds the trained module of a checkpoint (within an initialised Hydra), in eval mode
-    on the CPU: its run config re-composed (:func:`restore_run_config`, the user's overrides on
-    top), the module instantiated and the weights loaded.
-
-    Returns:
-        ``(module, run_config, checkpoint)``.
-
-    Raises:
-        FileNotFoundError, ValueError: as :func:`load_checkpoint`.
-    """
-    import hydra
-
-    ckpt = load_checkpoint(ckpt_path)
-    run_cfg = restore_run_config(ckpt, user_overrides)
-    module = hydra.utils.instantiate(run_cfg.model)
-    module.load_state_dict(ckpt["state_dict"])
-    return module.eval(), run_cfg, ckpt

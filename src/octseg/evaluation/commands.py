@@ -17,7 +17,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from octseg.evaluation.checkpoint import module_from_checkpoint
+from octseg.evaluation.ensemble import (
+    as_path_list,
+    build_predictor,
+    describe,
+    load_trained_modules,
+)
 from octseg.evaluation.label_maps import (
     ScanPrediction,
     check_label_range,
@@ -130,19 +135,18 @@ def _finish(result: EvaluationResult, out_dir: str | Path, title: str) -> None:
 
 def evaluate_checkpoint(cfg: DictConfig) -> EvaluationResult:
     """``eval.py ckpt_path=...``: predicts the test split of the checkpoint's own run config
-    (the user's overrides on top) and writes the evaluation files."""
+    (the user's overrides on top) and writes the evaluation files. ``ckpt_path=[a,b,...]``
+    evaluates the fold ensemble (mean probabilities; the first checkpoint's run config gives
+    the data) and ``tta=flip`` adds flip test-time augmentation."""
     pl.seed_everything(cfg.seed, workers=True)
     user = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    model, run_cfg, ckpt = module_from_checkpoint(cfg.ckpt_path, user)
+    members = load_trained_modules(
+        as_path_list(cfg.ckpt_path), user, device=cfg.get("device") or "cpu"
+    )
+    run_cfg = members[0].run_cfg
     datamodule = hydra.utils.instantiate(run_cfg.dataset.datamodule, train_transform=None)
-    model.to(cfg.get("device") or "cpu")
-    info = {
-        **run_identity(run_cfg),
-        "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
-        "run_name": run_cfg.get("run_name"),
-        "global_step": ckpt.get("global_step"),
-        "epoch": ckpt.get("epoch"),
-    }
+    model = build_predictor(members, tta=cfg.get("tta"))
+    info = {**run_identity(run_cfg), **describe(members), "tta": cfg.get("tta")}
     return evaluate_module(
         model,
         datamodule,

@@ -14,7 +14,7 @@ whole test split (probabilities of 110 Duke B-scans alone would take over 1 GB).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from typing import Any
 
@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from octseg.evaluation.label_maps import ScanPrediction
 
-__all__ = ["predict_scans", "to_device"]
+__all__ = ["predict_items", "predict_scans", "to_device"]
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -45,24 +45,22 @@ def _numpy(value: Any) -> np.ndarray | None:
     return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
 
 
-def predict_scans(
+def predict_items(
     model: pl.LightningModule,
-    loader: DataLoader,
-    keep_probs: bool = False,
+    loader: Iterable[Any],
     precision: str | int | None = None,
-) -> Iterator[ScanPrediction]:
-    """Yields one :class:`ScanPrediction` per scan of ``loader``, in loader order.
+) -> Iterator[dict[str, Any]]:
+    """Yields the per-scan dicts of ``model.predict_step`` over ``loader``, in loader order
+    (labelled or not: prediction on new scans uses this directly).
 
     Args:
         model: a module whose ``predict_step`` follows the contract in the module docstring;
             it is put in eval mode and run without gradients on its current device.
-        loader: the split's DataLoader (full B-scans).
-        keep_probs: keep class probabilities (for the probabilistic metrics).
+        loader: batches (a DataLoader of full B-scans).
         precision: the trainer's precision setting; ``bf16-mixed`` runs under bf16 autocast.
 
     Raises:
-        TypeError: if ``predict_step`` does not return per-scan dicts with ``pred`` and
-            ``target``.
+        TypeError: if ``predict_step`` does not return per-scan dicts with ``pred``.
     """
     model.eval()
     device = model.device
@@ -83,23 +81,46 @@ def predict_scans(
                     "with 'pred' and 'target' (see octseg.evaluation.predictions) to be "
                     "evaluated by OCTSeg's evaluation package."
                 )
-            for item in items:
-                if item["target"] is None:
-                    raise ValueError(
-                        f"Scan {item.get('case_id')!r} has no reference mask; evaluation needs "
-                        "a labelled split (the test split of a labelled dataset)."
-                    )
-                spacing = item.get("spacing_um")
-                uncertainty = item.get("uncertainty")
-                yield ScanPrediction(
-                    case_id=str(item["case_id"]),
-                    volume_id=str(item["volume_id"]),
-                    pred=_numpy(item["pred"]),
-                    target=_numpy(item["target"]),
-                    probs=_numpy(item.get("probs")) if keep_probs else None,
-                    spacing_um=None if spacing is None else tuple(float(s) for s in spacing),
-                    scores=_numpy(item.get("scores")),
-                    uncertainty=None
-                    if uncertainty is None
-                    else {str(k): float(v) for k, v in uncertainty.items()},
-                )
+            yield from items
+
+
+def predict_scans(
+    model: pl.LightningModule,
+    loader: DataLoader,
+    keep_probs: bool = False,
+    precision: str | int | None = None,
+) -> Iterator[ScanPrediction]:
+    """Yields one :class:`ScanPrediction` per scan of ``loader``, in loader order.
+
+    Args:
+        model: a module whose ``predict_step`` follows the contract in the module docstring;
+            it is put in eval mode and run without gradients on its current device.
+        loader: the split's DataLoader (full B-scans).
+        keep_probs: keep class probabilities (for the probabilistic metrics).
+        precision: the trainer's precision setting; ``bf16-mixed`` runs under bf16 autocast.
+
+    Raises:
+        TypeError: if ``predict_step`` does not return per-scan dicts with ``pred`` and
+            ``target``.
+        ValueError: for a scan without a reference mask.
+    """
+    for item in predict_items(model, loader, precision):
+        if item["target"] is None:
+            raise ValueError(
+                f"Scan {item.get('case_id')!r} has no reference mask; evaluation needs "
+                "a labelled split (the test split of a labelled dataset)."
+            )
+        spacing = item.get("spacing_um")
+        uncertainty = item.get("uncertainty")
+        yield ScanPrediction(
+            case_id=str(item["case_id"]),
+            volume_id=str(item["volume_id"]),
+            pred=_numpy(item["pred"]),
+            target=_numpy(item["target"]),
+            probs=_numpy(item.get("probs")) if keep_probs else None,
+            spacing_um=None if spacing is None else tuple(float(s) for s in spacing),
+            scores=_numpy(item.get("scores")),
+            uncertainty=None
+            if uncertainty is None
+            else {str(k): float(v) for k, v in uncertainty.items()},
+        )

@@ -16,6 +16,7 @@ __all__ = [
     "LogPredictionOverlays",
     "LastCheckpointOnException",
     "label_overlay",
+    "label_palette",
 ]
 
 
@@ -40,6 +41,12 @@ _PALETTE = np.array(
     ],
     dtype=np.float32,
 )
+
+
+def label_palette() -> np.ndarray:
+    """The label colours of overlays as uint8 RGB ``[N, 3]`` (row ``k`` colours label ``k``),
+    for palette PNGs of label maps."""
+    return _PALETTE.astype(np.uint8)
 
 
 def label_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
