@@ -31,8 +31,9 @@ def build_net(name: str, **overrides: object) -> nn.Module:
     node = OmegaConf.load(MODEL_CONF_DIR / f"{name}.yaml")
     parents = node.pop("defaults", [])
     for parent in parents:
-        # `_self_` and the shared SegModule wiring (`/model/module/...`) carry no `net`.
-        if parent == "_self_" or parent.startswith("/"):
+        # `_self_`, the shared SegModule wiring (`/model/module/...`) and objectives bound by
+        # the model (`{/loss@objective: ...}` entries) carry no `net`.
+        if not isinstance(parent, str) or parent == "_self_" or parent.startswith("/"):
             continue
         base = OmegaConf.load(MODEL_CONF_DIR / f"{parent}.yaml")
         node = OmegaConf.merge(base, node)
