@@ -113,8 +113,8 @@ def test_default_keeps_every_mask(tmp_path: Path) -> None:
 def test_synthetic_datamodule_takes_the_labelled_fraction() -> None:
     from octseg.data.synthetic import SyntheticDataModule
 
-    dm = SyntheticDataModule(num_train=8, num_val=2, num_test=2, height=32, width=32,
-                             scans_per_volume=4, labelled_fraction=0.5, unlabelled="drop")  # fmt: skip
+    dm = SyntheticDataModule(num_train=8, num_val=2, num_test=2, height=64, width=32,
+                             scans_per_volume=4, labelled_fraction=0.5, unlabelled="drop")
     dm.setup()
     train = dm.datasets["train"]
     assert len(train) == 4 and len(set(train.volume_ids)) == 1 and all(_masked(train))
