@@ -200,8 +200,9 @@ def model_config_node(name: str) -> DictConfig:
     model_dir = config_dir() / "model"
     node = OmegaConf.load(model_dir / f"{name}.yaml")
     for parent in node.pop("defaults", []):
-        # `_self_` and the shared SegModule wiring (`/model/module/...`) carry no `net`.
-        if parent == "_self_" or parent.startswith("/"):
+        # `_self_`, the shared SegModule wiring (`/model/module/...`) and objectives bound by
+        # the model (`{/loss@objective: ...}` entries) carry no `net`.
+        if not isinstance(parent, str) or parent == "_self_" or parent.startswith("/"):
             continue
         node = OmegaConf.merge(OmegaConf.load(model_dir / f"{parent}.yaml"), node)
     return node

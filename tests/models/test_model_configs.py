@@ -30,6 +30,12 @@ NEEDS = {"monai_swin_unetr": "einops"}
 # Networks without normalisation layers need more Adam steps on the toy batch (FourierNet: the
 # seed's plain Keras U-Net blocks, two cascaded U-Nets with dropout).
 OVERFIT_STEPS = {"fouriernet": 60}
+# Parameters reached only through auxiliary losses, not the logits (covered by the method's own
+# backward test): SD-LayerNet's VAE modality encoder and FiLM decoder (reconstruction terms).
+AUX_ONLY_PARAMS = {"sd_layernet": ("net.modality_encoder.", "net.decoder.")}
+# Logits that are log-probabilities with a floor (log(p + eps)): compared as probabilities,
+# since float32 rounding of a p near eps moves its log far more than any real logit.
+LOG_PROB_LOGITS = {"sd_layernet"}
 
 
 def _skip_if_missing(name: str) -> None:
@@ -85,7 +91,8 @@ def test_backward_reaches_every_parameter(name: str) -> None:
     out = as_seg_output(net(x))
     loss = sum(o.float().square().mean() for o in _all_outputs(out))
     loss.backward()
-    missing = params_without_grad(net)
+    aux_only = AUX_ONLY_PARAMS.get(name, ())
+    missing = [n for n in params_without_grad(net) if not n.startswith(aux_only)]
     assert not missing, f"{name}: parameters without gradient: {missing[:5]}"
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
 
@@ -121,5 +128,7 @@ def test_channels_last_gives_the_same_logits(name: str) -> None:
         got = as_seg_output(net(x.contiguous(memory_format=torch.channels_last))).logits
     # Different convolution kernels sum in a different order: allow float32 rounding relative to
     # the logits' scale (deep random-init nets such as ResNet-34 reach |logits| of tens).
+    if name in LOG_PROB_LOGITS:
+        expected, got = expected.softmax(dim=1), got.softmax(dim=1)
     scale = float(expected.abs().max().clamp_min(1.0))
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-4 * scale)

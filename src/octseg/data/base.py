@@ -31,6 +31,7 @@ split file (:mod:`octseg.data.splits`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -65,6 +66,7 @@ __all__ = [
     "VolumeReader",
     "apply_label_map",
     "dataset_from_records",
+    "labelled_subset",
     "seed_worker",
 ]
 
@@ -341,6 +343,73 @@ def apply_label_map(
     return out.astype(mask.dtype if fits else np.int64)
 
 
+#: What happens to the training B-scans outside the labelled fraction.
+UNLABELLED_POLICIES = ("keep", "drop")
+
+
+def labelled_subset(
+    records: Sequence[BScanRecord], fraction: float, seed: int = 0
+) -> tuple[list[bool], dict[str, Any]]:
+    """Chooses which labelled B-scans keep their masks, by subject, for semi-supervised runs.
+
+    The target is ``n = max(1, floor(fraction * N + 0.5))`` of the ``N`` labelled records
+    (records without a mask are never candidates). Subjects are taken whole, in an order drawn
+    from ``seed``, while they fit in ``n``; the remainder comes from the next subject in that
+    order as *contiguous* B-scans of one of its volumes (sorted by ``bscan_index``, then
+    ``case_id``, starting at its first B-scan), so labelled B-scans are never scattered at
+    random. With Duke's 6 training subjects of 11 B-scans (66), 0.1 keeps 7 B-scans of one
+    subject, 0.25 one subject and 6 B-scans of a second (17), 0.5 three subjects (33).
+
+    Args:
+        records: the training B-scans.
+        fraction: in ``(0, 1]``; 1 keeps every mask.
+        seed: draws the subject order (the same seed gives the same subset).
+
+    Returns:
+        ``(keep, info)``: per record whether it keeps its mask, and a summary (``fraction``,
+        ``labelled``, ``unlabelled``, ``subjects`` taken whole, ``partial`` subject or None).
+
+    Raises:
+        ValueError: if ``fraction`` is not in ``(0, 1]``.
+    """
+    if isinstance(fraction, bool) or not 0.0 < float(fraction) <= 1.0:
+        raise ValueError(
+            f"dataset.datamodule.labelled_fraction must be in (0, 1], got {fraction!r}; "
+            "1.0 keeps every training mask."
+        )
+    candidates = [i for i, r in enumerate(records) if r.mask is not None]
+    keep = [False] * len(records)
+    info: dict[str, Any] = {"fraction": float(fraction), "subjects": [], "partial": None}
+    target = max(1, math.floor(float(fraction) * len(candidates) + 0.5)) if candidates else 0
+    by_subject: dict[str, list[int]] = {}
+    for i in candidates:
+        by_subject.setdefault(str(records[i].subject_id), []).append(i)
+    order = sorted(by_subject)
+    permutation = torch.randperm(len(order), generator=torch.Generator().manual_seed(int(seed)))
+    left = target
+    for subject in (order[k] for k in permutation.tolist()):
+        members = by_subject[subject]
+        if len(members) <= left:
+            info["subjects"].append(subject)
+            chosen = members
+        elif left > 0:
+            # The remainder: the first B-scans of the subject's first volume (then the next).
+            members = sorted(
+                members,
+                key=lambda i: (records[i].volume_id, records[i].bscan_index, records[i].case_id),
+            )
+            chosen = members[:left]
+            info["partial"] = {"subject": subject, "bscans": len(chosen)}
+        else:
+            break
+        for i in chosen:
+            keep[i] = True
+        left -= len(chosen)
+    info["labelled"] = sum(keep)
+    info["unlabelled"] = len(records) - info["labelled"]
+    return keep, info
+
+
 class PadCollate:
     """Stacks samples of different sizes, padding each sample on its own to the largest H and W
     of the batch (at the bottom and right, so ``orig_hw`` crops recover it).
@@ -449,9 +518,17 @@ class SegDataModule(pl.LightningDataModule):
             None. It gives a coarser view of a dataset, e.g. fluid vs. the rest of a
             layer + fluid set (``conf/dataset/duke_fluid.yaml``); every part is remapped.
 
+        labelled_fraction: fraction of the training B-scans that keep their masks, chosen by
+            subject (:func:`labelled_subset`); the others become unlabelled samples (no
+            ``mask``). Validation and test are never touched. 1.0 (default) keeps all.
+        unlabelled: ``keep`` (semi-supervised: unlabelled training samples stay in the
+            training set) or ``drop`` (the labelled-only baseline on the same subset).
+        labelled_seed: seed of the labelled subset (the same seed, the same subset).
+
     Raises:
         ValueError: on a batch size < 1, ``train_repeats`` < 1, a malformed spacing or
-            ``label_map``.
+            ``label_map``, a ``labelled_fraction`` outside ``(0, 1]`` or an unknown
+            ``unlabelled`` policy.
     """
 
     #: folder under ``splits/`` holding this dataset's published split files.
@@ -474,6 +551,9 @@ class SegDataModule(pl.LightningDataModule):
         fold: int = 0,
         split_dir: str | None = None,
         label_map: Sequence[int] | None = None,
+        labelled_fraction: float = 1.0,
+        unlabelled: str = "keep",
+        labelled_seed: int = 0,
     ) -> None:
         super().__init__()
         self.batch_size = _batch_size(batch_size, "batch_size")
@@ -498,6 +578,21 @@ class SegDataModule(pl.LightningDataModule):
         self.split, self.fold, self.split_dir = split, int(fold), split_dir
         self.label_map = _label_lookup(label_map)
         self.split_info: dict[str, Any] = {}
+        if isinstance(labelled_fraction, bool) or not 0.0 < float(labelled_fraction) <= 1.0:
+            raise ValueError(
+                f"dataset.datamodule.labelled_fraction must be in (0, 1], got "
+                f"{labelled_fraction!r}; 1.0 keeps every training mask."
+            )
+        if unlabelled not in UNLABELLED_POLICIES:
+            raise ValueError(
+                f"dataset.datamodule.unlabelled must be one of {list(UNLABELLED_POLICIES)}, got "
+                f"{unlabelled!r} (keep: semi-supervised, drop: labelled-only baseline)."
+            )
+        self.labelled_fraction = float(labelled_fraction)
+        self.unlabelled = unlabelled
+        self.labelled_seed = int(labelled_seed)
+        #: the labelled subset of the training part (:func:`labelled_subset`'s summary).
+        self.labelled_info: dict[str, Any] = {}
         self.datasets: dict[str, Dataset] = {}
         # The training order is a function of (this seed, epoch): EpochRandomSampler.
         self.shuffle_seed = torch.initial_seed()
@@ -513,15 +608,40 @@ class SegDataModule(pl.LightningDataModule):
         """Where the data comes from, for log and error messages."""
         return type(self).__name__
 
+    def apply_labelled_fraction(self, records: Sequence[BScanRecord]) -> list[BScanRecord]:
+        """The training records with masks removed outside the labelled subset (``unlabelled:
+        keep``) or with the unlabelled records left out (``drop``); unchanged at fraction 1
+        with ``keep``."""
+        if self.labelled_fraction == 1.0 and self.unlabelled == "keep":
+            return list(records)
+        keep, info = labelled_subset(records, self.labelled_fraction, self.labelled_seed)
+        info["unlabelled_policy"] = self.unlabelled
+        self.labelled_info = info
+        log.info(
+            "Training B-scans with masks: %d, unlabelled: %d (%s) <dataset.datamodule."
+            "labelled_fraction=%s> (subjects %s whole, partial %s)",
+            info["labelled"], info["unlabelled"], self.unlabelled, self.labelled_fraction,
+            info["subjects"], info["partial"],
+        )  # fmt: skip
+        if self.unlabelled == "drop":
+            return [r for r, k in zip(records, keep, strict=True) if k]
+        return [
+            r if k else dataclasses.replace(r, mask=None)
+            for r, k in zip(records, keep, strict=True)
+        ]
+
     def make_dataset(self, records: Sequence[BScanRecord], part: str) -> Dataset:
-        """A dataset of one part: augmentation and repetition for ``train``, the DataModule's
-        normalisation, default spacing and ``label_map`` for every part."""
+        """A dataset of one part: augmentation, repetition and the labelled fraction
+        (:meth:`apply_labelled_fraction`) for ``train``, the DataModule's normalisation, default
+        spacing and ``label_map`` for every part."""
         if self.label_map is not None:
             records = [
                 r if r.mask is None else replace(r, mask=apply_label_map(
                     r.mask, self.label_map, self.ignore_index, r.case_id))
                 for r in records
             ]  # fmt: skip
+        if part == "train":
+            records = self.apply_labelled_fraction(records)
         transform = None
         if part == "train" and self.train_transform is not None:
             transform = self.train_transform
@@ -581,6 +701,8 @@ class SegDataModule(pl.LightningDataModule):
             if indices[part]
         }
         self.split_info = {**info, "fold": self.fold}
+        if self.labelled_info:
+            self.split_info["labelled"] = self.labelled_info
         log.info(
             "%s split %s fold %d (%s, by %s) from %s: train %s (%d B-scans), val %s (%d), "
             "test %s (%d)",

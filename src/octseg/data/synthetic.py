@@ -257,7 +257,8 @@ class SyntheticDataModule(SegDataModule):
         num_workers: DataLoader workers.
         ignore_index: mask value for padded pixels.
         pin_memory: pin host memory.
-        label_map: new label per generated label (``SegDataModule``'s option), or None.
+        **kwargs: further :class:`~octseg.data.base.SegDataModule` arguments (e.g.
+            ``labelled_fraction``, ``unlabelled``, ``labelled_seed``).
 
     Raises:
         ValueError: on negative split sizes, ``scans_per_volume < 1``, an unknown ``style``
@@ -287,12 +288,12 @@ class SyntheticDataModule(SegDataModule):
         num_workers: int = 0,
         ignore_index: int = 255,
         pin_memory: bool = False,
-        label_map: Sequence[int] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
             batch_size, eval_batch_size, num_workers, ignore_index, pin_memory,
             train_transform=train_transform, mean=mean, std=std, train_repeats=train_repeats,
-            spacing_um=spacing_um, bscan_spacing_um=bscan_spacing_um, label_map=label_map,
+            spacing_um=spacing_um, bscan_spacing_um=bscan_spacing_um, **kwargs,
         )  # fmt: skip
         if min(num_train, num_val, num_test) < 0 or scans_per_volume < 1:
             raise ValueError(
