@@ -3,6 +3,7 @@ pixels labelled, one CSV and one plot per acquisition function (written atomical
 
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 from octseg.utils.io import atomic_write_bytes, atomic_write_csv
 
-__all__ = ["CURVE_FIELDS", "plot_curves", "write_curve"]
+__all__ = ["CURVE_FIELDS", "plot_curves", "read_curve", "write_curve"]
 
 #: Columns of ``learning_curve_<acquisition>.csv``: the round, its last epoch, the labels it
 #: trained on, its test Dice and MAD (um), and the seconds spent evaluating and acquiring.
@@ -67,3 +68,20 @@ def write_curve(rows: Sequence[dict[str, Any]], out_dir: str | Path, acquisition
         plot_curves({acquisition: rows}, title=f"active learning: {acquisition}"),
     )
     return path
+
+
+def read_curve(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``learning_curve_<acquisition>.csv``.
+
+    Raises:
+        ValueError: if the file lacks the ``labelled_percent``, ``dice`` or ``mad_um`` column.
+    """
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = {"labelled_percent", "dice", "mad_um"} - set(rows[0] if rows else {})
+    if missing:
+        raise ValueError(
+            f"{path}: no column {sorted(missing)}; expected a learning_curve_<acquisition>.csv "
+            "written by the active-learning callback."
+        )
+    return rows
