@@ -146,6 +146,9 @@ def test_setting_errors() -> None:
     trainer = SimpleNamespace(max_epochs=4, reload_dataloaders_every_n_epochs=0)
     callback.setup(trainer, None, "fit")
     assert trainer.reload_dataloaders_every_n_epochs == 1
+    callback.setup(SimpleNamespace(max_epochs=1, fast_dev_run=True), None, "fit")  # debug=fdr
+    with pytest.raises(ValueError, match="one process"):
+        callback.setup(SimpleNamespace(max_epochs=4, world_size=2), None, "fit")
 
 
 def test_mc_dropout_without_dropout_is_refused(make_cfg) -> None:

@@ -174,8 +174,15 @@ class ActiveLearning(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        if getattr(trainer, "world_size", 1) > 1:
+            raise ValueError(
+                "The active-learning callback runs in one process (acquisition and per-round "
+                f"reports are not distributed), got {trainer.world_size} processes; use "
+                "trainer=cpu or trainer=gpu with one device."
+            )
         max_epochs = trainer.max_epochs
-        if max_epochs is not None and max_epochs > 0 and max_epochs % self.epochs_per_round:
+        checked = not getattr(trainer, "fast_dev_run", False) and (max_epochs or 0) > 0
+        if checked and max_epochs % self.epochs_per_round:
             raise ValueError(
                 f"trainer.max_epochs={max_epochs} is not a multiple of "
                 f"callbacks.active_learning.epochs_per_round={self.epochs_per_round}; set "
