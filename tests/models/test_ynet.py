@@ -70,6 +70,22 @@ def test_unknown_merge_and_bad_ratio_raise() -> None:
         YNet(1, 4, ratio_in=1.0)
 
 
+def test_dropout_before_the_head_adds_no_parameters_and_is_stochastic_in_training() -> None:
+    """EdgeAL's MC dropout: Dropout2d before the head; same weights as the plain Y-Net, the
+    identity in eval mode, random channel masks in training mode."""
+    plain, mc = YNet(1, 4, base_channels=8), YNet(1, 4, base_channels=8, dropout=0.25)
+    assert isinstance(plain.dropout, torch.nn.Identity)
+    assert sum(p.numel() for p in mc.parameters()) == sum(p.numel() for p in plain.parameters())
+    mc.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 1, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(mc.eval()(x), plain.eval()(x))
+        mc.dropout.train()
+        assert not torch.allclose(mc(x), mc(x))
+    with pytest.raises(ValueError, match="model.net.dropout"):
+        YNet(1, 4, dropout=1.0)
+
+
 def test_fft_runs_in_float32_under_bf16_autocast() -> None:
     net = YNet(1, 4, base_channels=8).eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):

@@ -29,6 +29,10 @@ Deviations from the official code:
   degenerate to a spatial-only or global-only encoder and are not supported).
 * The optional focal-frequency loss of the official training script (weight 0 by default,
   computed on argmax one-hots, so without gradient) is not part of the model.
+* ``dropout`` (default 0, i.e. absent as upstream): channel dropout (``Dropout2d``) before the
+  1x1 head. Y-Net has no dropout layer, so EdgeAL's Monte-Carlo dropout (Kadir et al., MICCAI
+  2023, official backbone ``y_net_gen_ffc``) would repeat one deterministic pass; the
+  ``edgeal_duke`` experiment sets it to EdgeAL's ``MC_DROPOUT_RATE`` 0.25. No parameters.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ class YNet(nn.Module):
         skip_ffc: also pass the second encoder's features through the skip connections.
         merge: bottleneck merge, ``"concat"`` (default, spatially correct) or
             ``"official_interleave"`` (upstream behaviour, for exact reproduction).
+        dropout: ``Dropout2d`` rate before the head (0: none, as upstream; EdgeAL's MC
+            dropout needs one).
 
     Raises:
         ValueError: for an unknown ``merge`` or ``ratio_in`` outside ``(0, 1)`` with ``ffc``.
@@ -85,6 +91,7 @@ class YNet(nn.Module):
         ffc: bool = True,
         skip_ffc: bool = False,
         merge: str = "concat",
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if merge not in MERGE_MODES:
@@ -94,6 +101,8 @@ class YNet(nn.Module):
                 f"YNet ratio_in must be in (0, 1) with ffc=True, got {ratio_in}; "
                 "use ffc=false for a purely spatial second encoder."
             )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"YNet dropout must be in [0, 1), got {dropout} (model.net.dropout).")
         self.ffc = ffc
         self.skip_ffc = skip_ffc
         self.merge = merge
@@ -127,6 +136,7 @@ class YNet(nn.Module):
         self.decoders = nn.ModuleList(
             [UpConcat(ins_dec[k], outs[k], skip[k], outs[k]) for k in range(4)]
         )
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Conv2d(f, num_classes, kernel_size=1)
 
     def _pool(self, x: torch.Tensor | tuple) -> torch.Tensor | tuple:
@@ -153,4 +163,4 @@ class YNet(nn.Module):
         for k in reversed(range(4)):
             skips = (skips_a[k], skips_b[k]) if self.skip_ffc else (skips_a[k],)
             y = self.decoders[k](y, *skips)
-        return self.head(y)
+        return self.head(self.dropout(y))

@@ -169,11 +169,16 @@ class LastCheckpointOnException(pl.Callback):
 
 
 class EpochSeed(pl.Callback):
-    """Re-seeds torch, numpy and ``random`` at the start of every training epoch from
+    """Re-seeds torch, numpy and ``random`` before the first batch of every training epoch from
     ``(seed, epoch, rank)``, so the random numbers a model draws while training (dropout,
     stochastic depth, random masking) depend only on those: a run resumed from an end-of-epoch
     checkpoint continues exactly as the uninterrupted run (the data order and augmentation are
     made epoch-exact by the DataModule's sampler and transform).
+
+    At the first batch rather than at ``on_train_epoch_start``: Lightning creates each epoch's
+    DataLoader iterator, which draws a seed from the global generator, after that hook in every
+    epoch but a fit's first, and a fit resumed from an epoch-end ``last.ckpt`` skips that hook
+    in its first epoch; either would shift the stream of a resumed run.
 
     Args:
         seed: the run's seed.
@@ -182,7 +187,11 @@ class EpochSeed(pl.Callback):
     def __init__(self, seed: int) -> None:
         self.seed = int(seed)
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if batch_idx != 0:
+            return
         entropy = [self.seed, trainer.current_epoch, trainer.global_rank]
         value = int(np.random.SeedSequence(entropy).generate_state(1)[0])
         torch.manual_seed(value)
