@@ -217,12 +217,18 @@ def test_leaderboard_of_a_real_multirun(tmp_path: Path) -> None:
     assert "| unet_small |" in paths["markdown"].read_text()
 
 
-def test_wandb_table_logs_every_row_without_network(sweep: Path, monkeypatch) -> None:
+def test_wandb_table_logs_every_row_without_network(
+    sweep: Path, tmp_path: Path, monkeypatch
+) -> None:
     import wandb
 
     from octseg.evaluation.leaderboard import LEADERBOARD_COLUMNS, log_to_wandb
 
-    monkeypatch.setenv("WANDB_MODE", "disabled")
+    # Offline into tmp_path. (Not WANDB_MODE=disabled: W&B keeps the settings of its first
+    # setup for the whole process, so later offline runs in the same pytest process wrote
+    # nothing.)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     logged = {}
     original = wandb.Table.add_data
 
@@ -237,3 +243,4 @@ def test_wandb_table_logs_every_row_without_network(sweep: Path, monkeypatch) ->
         len(r) == len(LEADERBOARD_COLUMNS) for r in logged["rows"]
     )
     assert wandb.run is None  # finished
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
