@@ -63,7 +63,36 @@ def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Sequential
     )
 
 
-class StemBlock(nn.Module):
+class ResidualSEBlock(nn.Module):
+    """Pre-activation residual block with a projection shortcut and squeeze-excitation.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        stride: stride of the first convolution and the shortcut (2 in the encoder).
+        pre_activation: start with batch norm and ReLU (False: the stem, on raw input).
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 1, pre_activation: bool = True
+    ) -> None:
+        super().__init__()
+        pre = [nn.BatchNorm2d(in_channels), nn.ReLU()] if pre_activation else []
+        self.body = nn.Sequential(
+            *pre,
+            nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1),
+        )
+        self.shortcut = _shortcut(in_channels, out_channels, stride)
+        self.se = SqueezeExcitation(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.se(self.body(x) + self.shortcut(x))
+
+
+class StemBlock(ResidualSEBlock):
     """The first residual block (post-activation inside, no activation on the input).
 
     Args:
@@ -73,44 +102,7 @@ class StemBlock(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1),
-        )
-        self.shortcut = _shortcut(in_channels, out_channels, stride)
-        self.se = SqueezeExcitation(out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.se(self.body(x) + self.shortcut(x))
-
-
-class ResidualSEBlock(nn.Module):
-    """Pre-activation residual block with a projection shortcut and squeeze-excitation.
-
-    Args:
-        in_channels: input channels.
-        out_channels: output channels.
-        stride: stride of the first convolution and the shortcut (2 in the encoder).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.BatchNorm2d(in_channels),
-            nn.ReLU(),
-            nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1),
-        )
-        self.shortcut = _shortcut(in_channels, out_channels, stride)
-        self.se = SqueezeExcitation(out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.se(self.body(x) + self.shortcut(x))
+        super().__init__(in_channels, out_channels, stride, pre_activation=False)
 
 
 class ASPP(nn.Module):
