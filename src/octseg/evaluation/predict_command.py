@@ -24,7 +24,7 @@ import io
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +65,6 @@ from octseg.utils.io import (
 __all__ = ["Anatomy", "predict_command", "resolve_spacing"]
 
 log = logging.getLogger(__name__)
-
-PostProcess = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Anatomy:
