@@ -84,11 +84,16 @@ class _LogitsOnly(nn.Module):
         return as_seg_output(self.net(x)).logits
 
 
-def exportable_network(module: nn.Module) -> tuple[nn.Module, tuple[int, int]]:
-    """The raw network of a trained module, returning logits, and its size divisor.
+def exportable_network(
+    module: nn.Module,
+) -> tuple[nn.Module, tuple[int, int], tuple[int, int]]:
+    """The raw network of a trained module, returning logits, its size divisor and the smallest
+    input it is exported for: above the divisor, and at least the network's own ``min_hw`` (for
+    such inputs :class:`PadToDivisor` pads to the divisor only, as :class:`PaddedLogits` does).
 
     Raises:
-        ValueError: when the module has no segmentation network (``module.net``) to export.
+        ValueError: when the module has no segmentation network (``module.net``) to export, or
+            the network needs square inputs.
     """
     net = getattr(module, "net", None)
     if not isinstance(net, nn.Module):
@@ -96,20 +101,21 @@ def exportable_network(module: nn.Module) -> tuple[nn.Module, tuple[int, int]]:
             f"{type(module).__name__} has no segmentation network under .net to export; "
             "scripts/export.py exports supervised segmenters (SegModule and its subclasses)."
         )
+    min_hw = (1, 1)
     if isinstance(net, PadToDivisor):
         if net.requires_square:
             raise ValueError(
-                f"model.net <{type(net.net).__name__}> needs square inputs; its export would "
-                "depend on the aspect ratio. Export it with export.static_hw=[H,W]."
+                f"model.net <{type(net.net).__name__}> needs square inputs; the exported padding "
+                "(to the size divisor only) does not reproduce that, so it cannot be exported."
             )
         divisor = net.size_divisor
-        if net.min_hw is not None:
-            divisor = (max(divisor[0], int(net.min_hw[0])), max(divisor[1], int(net.min_hw[1])))
+        min_hw = tuple(int(v) for v in (net.min_hw or (1, 1)))
         net = net.net
     else:
         d = getattr(net, "size_divisor", 1)
         divisor = (d, d) if isinstance(d, int) else (int(d[0]), int(d[1]))
-    return _LogitsOnly(net).eval(), divisor
+    smallest = (max(divisor[0] + 1, min_hw[0]), max(divisor[1] + 1, min_hw[1]))
+    return _LogitsOnly(net).eval(), divisor, smallest
 
 
 @dataclass
@@ -122,12 +128,14 @@ class ExportResult:
     checked_hw: list[tuple[int, int]] = field(default_factory=list)
 
 
-def _check_sizes(example_hw: tuple[int, int], divisor: tuple[int, int]) -> list[tuple[int, int]]:
+def _check_sizes(
+    example_hw: tuple[int, int], divisor: tuple[int, int], smallest: tuple[int, int]
+) -> list[tuple[int, int]]:
     """Sizes the exported graph is compared on: the example and two others, odd and not
     multiples of the divisor, so a graph specialised to the example shows up."""
     h, w = example_hw
     dh, dw = divisor
-    return [(h, w), (h + dh + 3, w + 2 * dw + 5), (h + 1, max(w - 3, dw + 1))]
+    return [(h, w), (h + dh + 3, w + 2 * dw + 5), (h + 1, max(w - 3, smallest[1]))]
 
 
 def _compare(
@@ -210,18 +218,19 @@ def export_module(
             f"export.formats={list(formats)}: unknown {unknown}; choose from "
             f"{sorted(EXPORT_FORMATS)}."
         )
-    net, divisor = exportable_network(module)
+    net, divisor, smallest = exportable_network(module)
     model = PaddedLogits(net, divisor).eval()
     hw = tuple(int(v) for v in (static_hw or example_hw))
-    if hw[0] <= divisor[0] or hw[1] <= divisor[1]:
+    if hw[0] < smallest[0] or hw[1] < smallest[1]:
         raise ValueError(
-            f"export size {hw} is not above the network's size divisor {divisor}; use a larger "
+            f"export size {hw} is below the smallest input {smallest} this network is exported "
+            f"for (above its size divisor {divisor}, at least its min_hw); use a larger "
             "export.example_hw (or static_hw)."
         )
     # Batch 2: an example of size 1 would specialise the batch dimension (0/1 specialisation).
     example = torch.randn(2, in_channels, *hw)
     dynamic = static_hw is None
-    sizes = _check_sizes(hw, divisor) if dynamic else [hw]
+    sizes = _check_sizes(hw, divisor, smallest) if dynamic else [hw]
     # Sizes stay symbolic: DYNAMIC dims, and the exporter's own settings for graphs whose
     # guards it cannot prove (runtime asserts instead of a specialised graph; size-oblivious
     # reasoning about 0/1 sizes), which torch.onnx also uses. The check on other sizes below
@@ -279,7 +288,7 @@ def export_module(
         "size_divisor": list(divisor),
         "dynamic_hw": dynamic,
         "static_hw": None if dynamic else list(hw),
-        "min_hw": [d + 1 for d in divisor] if dynamic else list(hw),
+        "min_hw": list(smallest) if dynamic else list(hw),
         "checked_hw": [list(s) for s in sizes],
         "max_abs_error": result.max_abs_error,
         "opset": opset if "onnx" in formats else None,
