@@ -82,6 +82,21 @@ def test_eval_checkpoint_with_topology_postprocessing(trained_run: Path, tmp_pat
         assert order_violation_rate(labels, list(range(9))) == 0.0
 
 
+def test_eval_checkpoint_on_the_validation_split(trained_run: Path, tmp_path: Path) -> None:
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    proc = _eval_cli([f"ckpt_path={ckpt}", "split=val"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(_single(tmp_path / "logs", "metrics.json").read_text())
+    assert result["run"]["evaluated_split"] == "val"
+    # The checkpoint was kept for its validation Dice: the same weights on the same split.
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["callbacks"]
+    key = "ModelCheckpoint{'monitor': 'val/dice'"
+    best = next(v["best_model_score"] for k, v in state.items() if k.startswith(key))
+    assert result["dataset"]["dice"] == pytest.approx(float(best), rel=1e-5)
+    proc = _eval_cli([f"ckpt_path={ckpt}", "split=train"], tmp_path)
+    assert proc.returncode != 0 and "split='train'" in proc.stderr
+
+
 def test_eval_rejects_unknown_postprocessing(tmp_path: Path) -> None:
     pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
     pred_dir.mkdir()

@@ -42,6 +42,7 @@ _INVOCATION_KEYS = {
     "spacing_um",
     "save_predictions",
     "tta",
+    "split",
     "task_name",
     "run_name",
 }

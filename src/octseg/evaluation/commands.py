@@ -134,10 +134,17 @@ def _finish(result: EvaluationResult, out_dir: str | Path, title: str) -> None:
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> EvaluationResult:
-    """``eval.py ckpt_path=...``: predicts the test split of the checkpoint's own run config
-    (the user's overrides on top) and writes the evaluation files. ``ckpt_path=[a,b,...]``
+    """``eval.py ckpt_path=...``: predicts the test split (``split=val``: the validation
+    subjects) of the checkpoint's own run config (the user's overrides on top) and writes the
+    evaluation files. ``ckpt_path=[a,b,...]``
     evaluates the fold ensemble (mean probabilities; the first checkpoint's run config gives
     the data) and ``tta=flip`` adds flip test-time augmentation."""
+    split = str(cfg.get("split") or "test")
+    if split not in ("test", "val"):
+        raise ValueError(
+            f"eval.py split={split!r}: expected test (the reported figures) or val (the "
+            "validation subjects, where recipes and post-processing are chosen)."
+        )
     pl.seed_everything(cfg.seed, workers=True)
     user = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     members = load_trained_modules(
@@ -146,12 +153,18 @@ def evaluate_checkpoint(cfg: DictConfig) -> EvaluationResult:
     run_cfg = members[0].run_cfg
     datamodule = hydra.utils.instantiate(run_cfg.dataset.datamodule, train_transform=None)
     model = build_predictor(members, tta=cfg.get("tta"))
-    info = {**run_identity(run_cfg), **describe(members), "tta": cfg.get("tta")}
+    info = {
+        **run_identity(run_cfg),
+        **describe(members),
+        "tta": cfg.get("tta"),
+        "evaluated_split": split,
+    }
     return evaluate_module(
         model,
         datamodule,
         run_cfg.metrics,
         cfg.paths.output_dir,
+        split=split,
         precision=cfg.get("precision"),
         save_predictions=bool(cfg.get("save_predictions")),
         run_info=info,
