@@ -11,6 +11,7 @@ other module is tested by its own ``test_step`` through ``trainer.test`` and rep
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,9 @@ def _train(cfg: DictConfig) -> dict[str, float]:
     for lg in loggers:
         lg.log_hyperparams(resolved)
 
+    fit_seconds = None
     if cfg.get("train"):
+        fit_start = time.perf_counter()
         try:
             trainer.fit(
                 model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False
@@ -140,7 +143,12 @@ def _train(cfg: DictConfig) -> dict[str, float]:
                 output_dir / "checkpoints" / "last.ckpt",
             )
             raise SystemExit(SIGTERM_EXIT_CODE) from err
+        fit_seconds = time.perf_counter() - fit_start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if fit_seconds is not None:
+        # What the run cost: leaderboards under a time budget show how far each method got.
+        metrics["trainer/global_step"] = float(trainer.global_step)
+        metrics["trainer/fit_time_s"] = round(fit_seconds, 1)
 
     if cfg.get("test"):
         result = _test(cfg, trainer, model, datamodule, metrics)

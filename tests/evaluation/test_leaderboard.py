@@ -36,6 +36,7 @@ def _write_run(
     dataset: str = "toy",
     classes: list[str] = CLASSES,
     shift: float = 0.0,
+    training: dict[str, float] | None = None,
 ) -> None:
     volumes = {
         v: {"dice/RNFL": float(DICE[method][i] + shift), "mad_um/ILM": float(MAD[method][i])}
@@ -59,6 +60,7 @@ def _write_run(
             "split": "ynet",
             "fold": None,
             "run_name": f"{method}-{dataset}-s{seed}",
+            "training": training or {},
         },
     ).write(folder)
 
@@ -110,6 +112,17 @@ def test_outputs_are_written(sweep: Path, tmp_path: Path) -> None:
     assert data["format"] == "octseg-leaderboard" and len(data["runs"]) == 4
     assert data["subjects"]["B"]["mad_um/ILM"]["Subject_03"] == pytest.approx(MAD["B"][2])
     assert paths["boxplot_dice"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runs_table_shows_what_training_cost(tmp_path: Path) -> None:
+    # A time-budgeted board: how many steps each method reached, and in how long.
+    for seed, steps in ((1, 100), (2, 200)):
+        cost = {"trainer/global_step": float(steps), "trainer/fit_time_s": 120.0 * seed}
+        _write_run(tmp_path / f"A{seed}", "A", seed, training=cost)
+        _write_run(tmp_path / f"B{seed}", "B", seed)  # e.g. an eval.py report: no training
+    markdown = build_leaderboard(load_runs([tmp_path]), n_resamples=200).to_markdown()
+    assert "| A | 2 | 1, 2 | - | ynet | 7 | 150 | 3.0 |" in markdown
+    assert "| B | 2 | 1, 2 | - | ynet | 7 | - | - |" in markdown
 
 
 def test_few_subjects_are_flagged(tmp_path: Path) -> None:
@@ -215,6 +228,8 @@ def test_leaderboard_of_a_real_multirun(tmp_path: Path) -> None:
     assert other.n_pairs == 4 and other.underpowered
     paths = board.write(tmp_path / "board")
     assert "| unet_small |" in paths["markdown"].read_text()
+    for run in board.runs:  # train.py records what training cost
+        assert run.training["trainer/global_step"] > 0 and run.training["trainer/fit_time_s"] > 0
 
 
 def test_wandb_table_logs_every_row_without_network(

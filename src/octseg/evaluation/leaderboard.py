@@ -121,6 +121,8 @@ class RunReport:
         values: dataset-level values (flat keys).
         volumes: per-volume values ``{volume_id: {key: value}}``.
         class_names: the report's class names (must agree within a leaderboard).
+        training: what training cost (``run.training``): ``trainer/global_step`` and
+            ``trainer/fit_time_s`` among others; empty for evaluations of checkpoints.
     """
 
     path: Path
@@ -130,6 +132,7 @@ class RunReport:
     values: dict[str, float]
     volumes: dict[str, dict[str, float]]
     class_names: list[str] = field(default_factory=list)
+    training: dict[str, float] = field(default_factory=dict)
 
 
 def find_reports(folders: Iterable[str | Path]) -> list[Path]:
@@ -202,6 +205,7 @@ def load_runs(folders: Iterable[str | Path], dataset: str | None = None) -> list
                 values=dict(report.get("dataset") or {}),
                 volumes={str(k): dict(v) for k, v in (report.get("volumes") or {}).items()},
                 class_names=list((report.get("settings") or {}).get("class_names") or []),
+                training=dict(run.get("training") or {}),
             )
         )
     _warn_duplicates(runs)
@@ -342,15 +346,19 @@ class Leaderboard:
             "; **bold**: best mean; `p`: two-sided Wilcoxon signed-rank test against the best, "
             "paired by volume; † fewer than 6 pairs (p < 0.05 unreachable).",
             "",
-            "| method | runs | seeds | folds | splits | test volumes |",
-            "|---|---|---|---|---|---|",
+            "| method | runs | seeds | folds | splits | test volumes | training steps "
+            "| training time (min) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for method in self.methods:
             runs = [r for r in self.runs if r.method == method]
             seeds, folds, splits = (_identities(runs, k) for k in ("seed", "fold", "split"))
             volumes = {v for r in runs for v in r.volumes}
+            steps = _training_mean(runs, "trainer/global_step", "{:.0f}")
+            minutes = _training_mean(runs, "trainer/fit_time_s", "{:.1f}", scale=1 / 60)
             lines.append(
-                f"| {method} | {len(runs)} | {seeds} | {folds} | {splits} | {len(volumes)} |"
+                f"| {method} | {len(runs)} | {seeds} | {folds} | {splits} | {len(volumes)} "
+                f"| {steps} | {minutes} |"
             )
         for family, metrics in self.families().items():
             title = _FAMILY_TITLES.get(family, family)
@@ -382,7 +390,13 @@ class Leaderboard:
                     "metrics": self.metrics,
                     "rows": rows,
                     "runs": [
-                        {"path": str(r.path), "method": r.method, **r.identity} for r in self.runs
+                        {
+                            "path": str(r.path),
+                            "method": r.method,
+                            **r.identity,
+                            "training": r.training,
+                        }
+                        for r in self.runs
                     ],
                     "subjects": self.subjects,
                 },
@@ -427,6 +441,14 @@ def _identities(runs: Sequence[RunReport], key: str) -> str:
     """The distinct values of one identity field, numbers in numeric order (2 before 10)."""
     values = {str(r.identity[key]) for r in runs if r.identity.get(key) is not None}
     return ", ".join(sorted(values, key=lambda text: (len(text), text))) or "-"
+
+
+def _training_mean(
+    runs: Sequence[RunReport], key: str, pattern: str, scale: float = 1.0
+) -> str:
+    """The mean of a training figure over the runs that recorded it (``-`` when none did)."""
+    values = [scale * float(r.training[key]) for r in runs if key in r.training]
+    return pattern.format(float(np.mean(values))) if values else "-"
 
 
 def _fmt(value: float, metric: str) -> str:
