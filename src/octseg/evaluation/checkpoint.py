@@ -43,6 +43,8 @@ _INVOCATION_KEYS = {
     "save_predictions",
     "tta",
     "split",
+    "precision",
+    "device",
     "task_name",
     "run_name",
 }
