@@ -289,3 +289,26 @@ def test_resume_from_an_epoch_end_is_exact(make_cfg) -> None:
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_of_a_step_budget_run_killed_after_an_epoch(make_cfg) -> None:
+    """A run with a step budget (max_epochs=-1, as experiment=duke_cpu) killed after an epoch
+    ended resumes from that epoch's last.ckpt. Early stopping used to check its metric at the
+    restored epoch's end, before any validation of the resumed run, and stop the resume with
+    'Early stopping conditioned on metric val/dice which is not available'."""
+    probe = make_cfg("trainer.max_epochs=1", "test=false", subdir="probe")
+    train(probe)
+    per_epoch = torch.load(
+        Path(probe.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False
+    )["global_step"]
+    budget = ("trainer.max_epochs=-1", f"trainer.max_steps={3 * per_epoch}", "test=false")
+    # What a kill -9 during epoch 1 leaves: the last.ckpt written at the end of epoch 0.
+    killed = make_cfg(*budget[:1], f"trainer.max_steps={per_epoch}", "test=false", subdir="k")
+    train(killed)
+    last = Path(killed.paths.output_dir) / "checkpoints" / "last.ckpt"
+    resumed = make_cfg(*budget, f"ckpt_path={last}", subdir="resumed")
+    train(resumed)
+    ckpt = torch.load(
+        Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False
+    )
+    assert ckpt["global_step"] == 3 * per_epoch
