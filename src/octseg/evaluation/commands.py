@@ -96,7 +96,7 @@ def evaluate_module(
         datamodule: provides ``<split>_dataloader()``.
         suite_cfg: the metric suite config (``conf/metrics/*.yaml``).
         out_dir: where ``metrics.json`` and the CSV tables go.
-        split: ``test`` (default) or ``val``.
+        split: ``test`` (default) or ``val``; anything else raises ValueError.
         precision: the trainer's precision (``bf16-mixed`` evaluates under bf16 autocast).
         save_predictions: also write each predicted label map to ``predictions/<scan>.png``.
         run_info: facts about the run stored under ``run`` in ``metrics.json``.
@@ -104,6 +104,11 @@ def evaluate_module(
             before saving), e.g. ``topology`` (:func:`octseg.postprocess.build_postprocess`,
             with the suite's ``anatomy``); recorded under ``settings`` in ``metrics.json``.
     """
+    if split not in ("test", "val"):
+        raise ValueError(
+            f"split={split!r}: expected test (the reported figures) or val (the validation "
+            "subjects, where recipes and post-processing are chosen)."
+        )
     kwargs = suite_kwargs(suite_cfg)
     if callable(getattr(model, "evaluation_suite", None)):
         kwargs = model.evaluation_suite(kwargs)
@@ -136,15 +141,10 @@ def _finish(result: EvaluationResult, out_dir: str | Path, title: str) -> None:
 def evaluate_checkpoint(cfg: DictConfig) -> EvaluationResult:
     """``eval.py ckpt_path=...``: predicts the test split (``split=val``: the validation
     subjects) of the checkpoint's own run config (the user's overrides on top) and writes the
-    evaluation files. ``ckpt_path=[a,b,...]``
-    evaluates the fold ensemble (mean probabilities; the first checkpoint's run config gives
-    the data) and ``tta=flip`` adds flip test-time augmentation."""
+    evaluation files. ``ckpt_path=[a,b,...]`` evaluates the fold ensemble (mean probabilities;
+    the first checkpoint's run config gives the data) and ``tta=flip`` adds flip test-time
+    augmentation."""
     split = str(cfg.get("split") or "test")
-    if split not in ("test", "val"):
-        raise ValueError(
-            f"eval.py split={split!r}: expected test (the reported figures) or val (the "
-            "validation subjects, where recipes and post-processing are chosen)."
-        )
     pl.seed_everything(cfg.seed, workers=True)
     user = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     members = load_trained_modules(
