@@ -94,6 +94,18 @@ def test_train_py_runs_two_rounds(make_cfg, acquisition: str) -> None:
     assert (run / "metrics.json").is_file()
 
 
+def test_a_fixed_epoch_length_trains_every_round_the_same_steps(make_cfg) -> None:
+    # Round 0 has one labelled scan (one step per epoch without samples_per_epoch); with
+    # samples_per_epoch=6 at batch 2, every round trains 3 steps.
+    cfg = make_cfg(*TINY, "trainer.max_epochs=2", "test=false", "dataset.datamodule.batch_size=2",
+                   "callbacks.active_learning.acquisition=random",
+                   "callbacks.active_learning.samples_per_epoch=6")  # fmt: skip
+    train(cfg)
+    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 6
+    assert [int(r["labelled_scans"]) for r in _curve(Path(cfg.paths.output_dir), "random")][0] == 1
+
+
 @pytest.mark.slow
 def test_resume_between_rounds_continues_as_the_uninterrupted_run(make_cfg) -> None:
     common = (*TINY, "test=false", "scheduler=none",
@@ -138,6 +150,8 @@ def test_setting_errors() -> None:
         ActiveLearning(acquisition="bald", metrics=SUITE)
     with pytest.raises(ValueError, match="budget_images must be > 0"):
         ActiveLearning(budget_images=0, metrics=SUITE)
+    with pytest.raises(ValueError, match="samples_per_epoch must be > 0"):
+        ActiveLearning(samples_per_epoch=0, metrics=SUITE)
     with pytest.raises(ValueError, match="metrics is required"):
         ActiveLearning()
     callback = ActiveLearning(epochs_per_round=2, metrics=SUITE)

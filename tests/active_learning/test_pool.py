@@ -78,3 +78,18 @@ def test_packed_masks_round_trip() -> None:
     assert back.keys() == masks.keys()
     for key in masks:
         np.testing.assert_array_equal(back[key], masks[key])
+
+
+def test_a_fixed_epoch_length_cycles_over_the_labelled_scans() -> None:
+    pool = _pool()
+    revealed = [np.ones((4, 5), bool), np.zeros((4, 5), bool), np.zeros((4, 5), bool)]
+    data = RevealedLabelDataset(pool, revealed, 255, repeats=3, samples_per_epoch=5)
+    assert len(data) == 5 and [data[i]["case_id"] for i in range(5)] == ["a"] * 5
+    revealed[2][0, 0] = True
+    data.refresh()  # more labelled scans, same epoch length
+    assert len(data) == 5 and [data[i]["case_id"] for i in range(4)] == ["a", "c", "a", "c"]
+    revealed[0][:] = revealed[2][:] = False
+    data.refresh()  # nothing labelled: an empty epoch, not a division by zero
+    assert len(data) == 0
+    with pytest.raises(ValueError, match="samples_per_epoch"):
+        RevealedLabelDataset(pool, revealed, 255, samples_per_epoch=0)

@@ -78,6 +78,9 @@ class ActiveLearning(pl.Callback):
         acquisition: ``random`` | ``entropy`` (MC-dropout entropy per superpixel) | ``edgeal``.
         epochs_per_round: training epochs between two acquisitions; ``trainer.max_epochs`` must
             be a multiple (rounds = max_epochs / epochs_per_round).
+        samples_per_epoch: fixed epoch length in samples (null: the DataModule's
+            ``train_repeats`` passes over the labelled scans, so early rounds with one or two
+            labelled scans train only a few steps). See :class:`RevealedLabelDataset`.
         initial_fraction: share of the pool's B-scans fully labelled before round 0 (at least
             one scan).
         budget_images: pixels revealed per round, in B-scans (times the mean pool scan area).
@@ -100,6 +103,7 @@ class ActiveLearning(pl.Callback):
         self,
         acquisition: str = "edgeal",
         epochs_per_round: int = 5,
+        samples_per_epoch: int | None = None,
         initial_fraction: float = 0.02,
         budget_images: float = 7.0,
         mc_steps: int = 20,
@@ -120,6 +124,8 @@ class ActiveLearning(pl.Callback):
             )
         positive = {"epochs_per_round": epochs_per_round, "budget_images": budget_images,
                     "mc_steps": mc_steps, "mc_batch": mc_batch, "superpixel_size": superpixel_size}
+        if samples_per_epoch is not None:
+            positive["samples_per_epoch"] = samples_per_epoch
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"callbacks.active_learning.{name} must be > 0, got {value}.")
@@ -135,6 +141,7 @@ class ActiveLearning(pl.Callback):
             )
         self.acquisition = acquisition
         self.epochs_per_round = int(epochs_per_round)
+        self.samples_per_epoch = None if samples_per_epoch is None else int(samples_per_epoch)
         self.initial_fraction = float(initial_fraction)
         self.budget_images = float(budget_images)
         self.mc_steps, self.mc_batch = int(mc_steps), int(mc_batch)
@@ -198,7 +205,9 @@ class ActiveLearning(pl.Callback):
             self._restore(pool)
         else:
             self.revealed = self._seed_set(pool)
-        self.dataset = RevealedLabelDataset(pool, self.revealed, datamodule.ignore_index, repeats)
+        self.dataset = RevealedLabelDataset(
+            pool, self.revealed, datamodule.ignore_index, repeats, self.samples_per_epoch
+        )
         datamodule.datasets["train"] = self.dataset
         log.info(
             "Active learning (%s): round %d, %d of %d pool scans labelled, %.2f %% of pixels.",

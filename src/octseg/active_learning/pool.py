@@ -50,10 +50,14 @@ class RevealedLabelDataset(Dataset):
             arrays are shared, call :meth:`refresh` after changing them.
         ignore_index: the label of unrevealed pixels.
         repeats: passes over the labelled scans per epoch (the DataModule's ``train_repeats``).
+        samples_per_epoch: a fixed epoch length in samples (cycling over the labelled scans),
+            instead of ``repeats`` passes. The labelled scans grow from one or two to dozens
+            over the rounds; with a fixed length every round trains the same number of steps,
+            so a round's result reflects what was labelled, not how long it trained.
 
     Raises:
-        ValueError: if ``revealed`` does not match the pool's scans and sizes, or a scan has no
-            label map.
+        ValueError: if ``revealed`` does not match the pool's scans and sizes, a scan has no
+            label map, or ``samples_per_epoch`` is not positive.
     """
 
     def __init__(
@@ -62,7 +66,13 @@ class RevealedLabelDataset(Dataset):
         revealed: list[np.ndarray],
         ignore_index: int,
         repeats: int = 1,
+        samples_per_epoch: int | None = None,
     ) -> None:
+        if samples_per_epoch is not None and samples_per_epoch < 1:
+            raise ValueError(
+                f"samples_per_epoch must be a positive number of samples or null, got "
+                f"{samples_per_epoch} (callbacks.active_learning.samples_per_epoch)."
+            )
         if len(revealed) != len(pool):
             raise ValueError(
                 f"revealed has {len(revealed)} maps for a pool of {len(pool)} scans."
@@ -81,6 +91,7 @@ class RevealedLabelDataset(Dataset):
         self.revealed = revealed
         self.ignore_index = int(ignore_index)
         self.repeats = int(repeats)
+        self.samples_per_epoch = samples_per_epoch
         self._view = copy.copy(pool)
         self.indices: list[int] = []
         self.refresh()
@@ -100,6 +111,8 @@ class RevealedLabelDataset(Dataset):
         self.indices = [i for i, rev in enumerate(self.revealed) if rev.any()]
 
     def __len__(self) -> int:
+        if self.samples_per_epoch is not None and self.indices:
+            return int(self.samples_per_epoch)
         return len(self.indices) * self.repeats
 
     def __getitem__(self, index: int) -> SegSample:
