@@ -71,9 +71,30 @@ def test_intensity_transforms_keep_label_order() -> None:
     assert np.all(np.diff(medians) > 0)  # monotone intensity maps keep the label order
 
 
+def test_crops_on_labels_always_hold_a_revealed_pixel() -> None:
+    # Sparse labels as active learning reveals them: one 6 x 6 patch in a 96 x 200 scan.
+    image, mask = layered_scan(96, 200)
+    sparse = np.full_like(mask, IGNORE)
+    sparse[60:66, 170:176] = mask[60:66, 170:176]
+    on_labels = build_augmentation(hflip_p=0, crop_size=[96, 32], crop_on_labels=True,
+                                   ignore_index=IGNORE, seed=0)  # fmt: skip
+    anywhere = build_augmentation(hflip_p=0, crop_size=[96, 32], ignore_index=IGNORE, seed=0)
+    hits = [(on_labels(image=image, mask=sparse)["mask"] != IGNORE).any() for _ in range(20)]
+    assert all(hits)
+    misses = [(anywhere(image=image, mask=sparse)["mask"] == IGNORE).all() for _ in range(20)]
+    assert sum(misses) > 10  # random crops mostly miss the patch (chance of a hit ~ 37/169)
+    out = on_labels(image=image, mask=sparse)  # image and mask cropped together
+    kept = out["mask"] != IGNORE
+    np.testing.assert_array_equal(out["image"][kept], 20 * out["mask"][kept] + 15)
+    small = on_labels(image=image[:40, :20], mask=sparse[:40, :20])  # padded first
+    assert small["mask"].shape == (96, 32)
+
+
 def test_bad_crop_size() -> None:
     with pytest.raises(ValueError, match="crop_size"):
         build_augmentation(crop_size=[64])
+    with pytest.raises(ValueError, match="crop_on_labels=true needs augmentation.crop_size"):
+        build_augmentation(crop_on_labels=True)
 
 
 def test_torch_seeded_transform_follows_the_global_seed() -> None:

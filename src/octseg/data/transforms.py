@@ -50,6 +50,7 @@ def build_augmentation(
     elastic_alpha: float = 30.0,
     elastic_sigma: float = 6.0,
     crop_size: Sequence[int] | None = None,
+    crop_on_labels: bool = False,
     ignore_index: int = 255,
     seed: int | None = None,
 ) -> A.Compose:
@@ -76,6 +77,11 @@ def build_augmentation(
         elastic_sigma: smoothness of the elastic field in pixels.
         crop_size: ``[height, width]`` of a random training crop (padded first where the B-scan
             is smaller, image with 0 and mask with ``ignore_index``), or None for full B-scans.
+        crop_on_labels: place each crop around a random labelled pixel (a label other than 0
+            and ``ignore_index``; albumentations' ``CropNonEmptyMaskIfExists``) instead of
+            anywhere. For sparse labels (active learning reveals scattered superpixels), where
+            most random crops would hold almost no labelled pixel; a mask without any labelled
+            pixel gets a random crop.
         ignore_index: mask value for pixels with no label (padding, shifted-in borders).
         seed: seed of the pipeline's own generators (re-seeded per process by
             :class:`TorchSeededTransform` in the DataModules).
@@ -130,7 +136,21 @@ def build_augmentation(
         size = [int(s) for s in crop_size]
         if len(size) != 2 or min(size) < 1:
             raise ValueError(f"augmentation.crop_size must be [height, width], got {crop_size!r}.")
-        stages.append(A.RandomCrop(height=size[0], width=size[1], pad_if_needed=True, **border))
+        if crop_on_labels:
+            stages.append(A.PadIfNeeded(min_height=size[0], min_width=size[1], **border))
+            stages.append(
+                A.CropNonEmptyMaskIfExists(
+                    height=size[0], width=size[1], ignore_values=[ignore_index]
+                )
+            )
+        else:
+            stages.append(
+                A.RandomCrop(height=size[0], width=size[1], pad_if_needed=True, **border)
+            )
+    elif crop_on_labels:
+        raise ValueError(
+            "augmentation.crop_on_labels=true needs augmentation.crop_size (the crop to place)."
+        )
     return A.Compose(stages, seed=seed)
 
 
