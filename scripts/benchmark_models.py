@@ -3,6 +3,7 @@
 python scripts/benchmark_models.py --models all --json out.json
 python scripts/benchmark_models.py --models unet,ynet --variants   # + channels_last/bf16/compile
 python scripts/benchmark_models.py --models unet_small --variants --shape 4 1 496 128  # crops
+python scripts/benchmark_models.py --models watnet --variants --no-compile-variants
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def main() -> None:
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the base rows")
     parser.add_argument(
+        "--no-compile-variants",
+        action="store_true",
+        help="with --variants: only channels_last and bf16 (compiling big nets takes minutes)",
+    )
+    parser.add_argument(
         "--shape", type=int, nargs=4, default=None, metavar=("B", "C", "H", "W"),
         help="input shape (default one 496 x 512 B-scan)",
     )
@@ -64,6 +70,8 @@ def main() -> None:
             {"compile": True},
             {"compile": True, "channels_last": True, "bf16": True},
         ):
+            if variant.get("compile") and args.no_compile_variants:
+                continue
             if variant != {"compile": True} or not args.compile:
                 rows += benchmark_models(names, repeats=args.repeats, **variant, **shape)
     print(_markdown(rows))  # noqa: T201 - a script's output

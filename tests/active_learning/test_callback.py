@@ -205,3 +205,12 @@ def test_edgeal_duke_experiment_runs_a_round(make_cfg) -> None:
     assert len(pool) == 66
     budget = round(np.mean([m.size for m in pool.values()]))  # one B-scan's worth
     assert sum(int(m.sum()) for m in selections[1].values()) == budget
+
+
+def test_edgeal_duke_cpu_restarts_its_cosine_at_every_round(make_cfg) -> None:
+    cfg = make_cfg("experiment=edgeal_duke_cpu", fast=False)
+    al, dm = cfg.callbacks.active_learning, cfg.dataset.datamodule
+    steps_per_round = al.epochs_per_round * al.samples_per_epoch // dm.batch_size
+    assert al.samples_per_epoch % dm.batch_size == 0
+    assert cfg.scheduler.interval == "step" and cfg.scheduler.factory.T_0 == steps_per_round
+    assert cfg.augmentation.crop_on_labels
