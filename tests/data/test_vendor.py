@@ -119,20 +119,6 @@ def test_truncated_vol_is_refused(tmp_path: Path) -> None:
         read_vendor(path)
 
 
-def test_fda_without_oct_converter_says_how_to_install(tmp_path: Path) -> None:
-    pytest.importorskip("eyepy")
-    try:
-        import oct_converter  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("oct-converter is installed")
-    path = tmp_path / "scan.fda"
-    path.write_bytes(b"FOCT")
-    with pytest.raises(ImportError, match="pip install oct-converter"):
-        read_vendor(path)
-
-
 def test_display_mappings() -> None:
     data = np.array([[0.0, 1.0, 0.0625, 1.5, np.finfo(np.float32).max]], np.float32)
     root = to_display(data, "root")

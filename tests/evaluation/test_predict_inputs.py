@@ -19,6 +19,7 @@ from octseg.evaluation.predict_inputs import (
     to_records,
 )
 from tests.conftest import SHARED_DIR
+from tests.data.fda_fixtures import write_fda
 
 FIXTURES = SHARED_DIR / "datasets" / "fixtures"
 DUKE_LIKE = TrainingFacts("duke", (3.87, 11.3), mean=0.179, std=0.211)
@@ -126,14 +127,10 @@ def test_vendor_volumes_read_through_the_shared_reader() -> None:
     assert xml.name == "test_volume" and xml.kind == "heyex_xml"
 
 
-def test_fda_without_oct_converter_says_what_to_install(tmp_path: Path) -> None:
-    pytest.importorskip("eyepy")
-    try:
-        import oct_converter  # noqa: F401
-    except ImportError:
-        fda = tmp_path / "scan.fda"
-        fda.write_bytes(b"FOCT")
-        with pytest.raises(ImportError, match="pip install oct-converter"):
-            read_input(fda)
-    else:
-        pytest.skip("oct-converter is installed")
+def test_fda_volume_is_read_with_its_spacing(tmp_path: Path) -> None:
+    bscans = np.random.default_rng(1).integers(0, 255, (3, 20, 30)).astype(np.uint8)
+    scans = read_input(write_fda(tmp_path / "scan.fda", bscans, 6.0, 2.0, 2.6))
+    assert scans.is_volume and scans.kind == "topcon_fda" and len(scans.bscans) == 3
+    np.testing.assert_array_equal(np.stack(scans.bscans), bscans)
+    assert scans.spacing_um[:2] == pytest.approx((2.6, 6000 / 29))
+    assert scans.spacing_um[2] == pytest.approx(1000.0)

@@ -1,16 +1,18 @@
 """Vendor OCT files: Heidelberg ``.vol``, ``.e2e`` and HEYEX XML exports, Topcon ``.fda``.
 
 One reader layer for the preparation scripts and for predicting on a clinic's own scans. The
-parsing itself is eyepy's (MedVisBonn/eyepy, MIT; pinned in requirements.txt); this module picks
-the reader from the file, converts eyepy's volume to plain arrays and turns its failures into
-errors that name the file.
+parsing is eyepy's (MedVisBonn/eyepy, MIT; pinned in requirements.txt), except ``.fda`` (see
+below); this module picks the reader from the file, converts eyepy's volume to plain arrays and
+turns its failures into errors that name the file.
 
 Intensities are returned **as stored** (:attr:`VendorVolume.bscans`):
 
 - ``.vol`` and ``.e2e``: float32 linear reflectance, mostly in [0, 1]; pixels without data
   hold a large sentinel (3.4e38 in ``.vol``, values near 2 in ``.e2e``).
 - HEYEX XML: the exported 8-bit TIFFs (already display-mapped by HEYEX).
-- ``.fda``: what oct-converter decodes (8-bit).
+- ``.fda``: uint8 (JPEG 2000 B-scans) or uint16 (motion-corrected), read by OCTSeg's own
+  :mod:`octseg.data.topcon_fda` (eyepy's ``.fda`` path needs oct-converter, which NumPy 2.4
+  breaks); no laterality or surfaces.
 
 :func:`to_display` maps reflectance to the 8-bit grey values that datasets and networks see:
 ``log`` is HEYEX's display curve as eyepy implements it, ``(ln(x + 2.44e-4) + 8.3) / 8.285``
@@ -32,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from octseg.data.topcon_fda import read_topcon_fda
 
 __all__ = ["VENDOR_FORMATS", "VendorVolume", "read_vendor", "to_display", "vendor_format"]
 
@@ -116,17 +120,7 @@ def _eyepy_volume(path: Path, fmt: str) -> Any:
             raise ValueError("it holds no OCT series")
         with reader as open_reader:
             return open_reader.volume
-    try:
-        import oct_converter  # noqa: F401
-    except ImportError as err:
-        raise ImportError(
-            f"Reading Topcon .fda files ({path}) needs oct-converter, an optional dependency "
-            "OCTSeg does not install (it pulls in opencv-python, which clashes with "
-            "opencv-python-headless): pip install oct-converter==0.6.2"
-        ) from err
-    from eyepy.io import import_topcon_fda
-
-    return import_topcon_fda(path)
+    raise ValueError(f"format={fmt!r} is not read through eyepy.")
 
 
 def _mm_to_um(value: Any) -> float:
@@ -150,7 +144,6 @@ def read_vendor(path: str | Path, format: str | None = None) -> VendorVolume:
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        ImportError: for ``.fda`` without oct-converter installed.
         ValueError: for an unknown type, or a file the reader cannot parse (truncated,
             corrupt or of another kind), naming the file.
     """
@@ -158,6 +151,11 @@ def read_vendor(path: str | Path, format: str | None = None) -> VendorVolume:
     fmt = format or vendor_format(path)
     if fmt not in VENDOR_FORMATS.values():
         raise ValueError(f"format={fmt!r}; expected one of {sorted(VENDOR_FORMATS.values())}.")
+    if fmt == "topcon_fda":
+        if not path.is_file():
+            raise FileNotFoundError(f"Vendor file {path} does not exist.")
+        bscans, spacing, kind = read_topcon_fda(path)
+        return VendorVolume(bscans, spacing, None, {}, fmt, path, {"fda_type": kind})
     try:
         volume = _eyepy_volume(path, fmt)
         bscans = volume.raw_data

@@ -231,7 +231,6 @@ def read_input(path: str | Path, vendor_intensity: str = "log") -> InputScans:
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ImportError: for ``.fda`` without oct-converter (the message says what to install).
         ValueError: naming the file, if it cannot be decoded or holds no usable B-scan.
     """
     path = Path(path)
