@@ -78,6 +78,21 @@ def test_model_dataset_channel_mismatch_is_caught_before_training(make_cfg) -> N
         train(make_cfg("model.net.in_channels=3"))
 
 
+@pytest.mark.parametrize("model", ["unet", "fanogan"])
+def test_an_image_level_set_is_refused_before_a_module_that_needs_masks(
+    make_cfg, tmp_path: Path, model: str
+) -> None:
+    from octseg.data.kermany import prepare_kermany
+    from tests.data.image_level_fixtures import write_release
+
+    files = ["OCT2017/train/NORMAL/NORMAL-1-1.jpeg", "OCT2017/test/CNV/CNV-2-1.jpeg"]
+    prepare_kermany(write_release(tmp_path / "release", files), tmp_path / "data" / "kermany")
+    cfg = make_cfg(f"model={model}", "dataset=kermany", f"paths.data_dir={tmp_path / 'data'}")
+    with pytest.raises(ValueError, match=rf"dataset=kermany holds image-level .* trains on label"):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
 class _Interrupt(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= 3:

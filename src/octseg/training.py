@@ -120,6 +120,7 @@ def _train(cfg: DictConfig) -> dict[str, float]:
 
     log.info("Dataset <%s>", cfg.dataset.datamodule._target_)
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.dataset.datamodule)
+    _check_pixel_labels(cfg, datamodule)
     log.info("Model <%s>", cfg.model._target_)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
 
@@ -155,6 +156,26 @@ def _train(cfg: DictConfig) -> dict[str, float]:
         if result is not None:
             metrics.update({f"test/{k}": v for k, v in result.dataset.items()})
     return metrics
+
+
+def _check_pixel_labels(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
+    """Refuses, before the model is built, a module that learns from label maps on a dataset
+    without them (image-level sets), instead of a KeyError on the first batch. A module class
+    that does not need them sets ``needs_pixel_labels = False``."""
+    module_class = hydra.utils.get_class(cfg.model._target_)
+    if getattr(datamodule, "has_pixel_labels", True) or not getattr(
+        module_class, "needs_pixel_labels", True
+    ):
+        return
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    model_name = choices.get("model") or cfg.model._target_
+    raise ValueError(
+        f"dataset={cfg.dataset.name} holds image-level classes only (no label maps), but "
+        f"model={model_name} ({module_class.__name__}) trains on label maps, as every OCTSeg "
+        "method does (f-AnoGAN too: it picks its healthy patches by their fluid labels). "
+        "Train on a dataset with masks (dataset=duke, hcms, retouch, ...); image-level sets "
+        "feed ImageLevelDataModule users (class_index per B-scan) and predict.py."
+    )
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str | None:

@@ -533,6 +533,8 @@ class SegDataModule(pl.LightningDataModule):
 
     #: folder under ``splits/`` holding this dataset's published split files.
     splits_name: str | None = None
+    #: whether samples can carry label maps (False for image-level sets: classes only).
+    has_pixel_labels = True
 
     def __init__(
         self,

@@ -204,6 +204,8 @@ class ImageLevelDataModule(PreparedDataModule):
         ValueError: if ``classes`` or ``train_classes`` name a class not in ``image_classes``.
     """
 
+    has_pixel_labels = False
+
     def __init__(
         self,
         data_dir: str | Path,
