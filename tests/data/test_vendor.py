@@ -133,6 +133,17 @@ def test_display_mappings() -> None:
         to_display(data, "gamma")
 
 
+@pytest.mark.parametrize("shape", [(3, 5, 7), (2, 2, 4, 6)])
+def test_display_mapping_of_a_volume_is_that_of_each_bscan(shape: tuple[int, ...]) -> None:
+    data = np.random.default_rng(0).gamma(0.5, 0.05, shape).astype(np.float32)
+    data.flat[::11] = np.finfo(np.float32).max  # no-data sentinel
+    volume = to_display(data, "log")
+    assert volume.shape == shape and volume.dtype == np.uint8
+    for index in np.ndindex(shape[:-2]):
+        assert np.array_equal(volume[index], to_display(data[index], "log"))
+    assert len(np.unique(volume)) > 20  # not a constant image
+
+
 @requires_vol
 def test_reading_a_vendor_file_opens_no_connection() -> None:
     script = f"""
