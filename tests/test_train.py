@@ -88,7 +88,7 @@ def test_an_image_level_set_is_refused_before_a_module_that_needs_masks(
     files = ["OCT2017/train/NORMAL/NORMAL-1-1.jpeg", "OCT2017/test/CNV/CNV-2-1.jpeg"]
     prepare_kermany(write_release(tmp_path / "release", files), tmp_path / "data" / "kermany")
     cfg = make_cfg(f"model={model}", "dataset=kermany", f"paths.data_dir={tmp_path / 'data'}")
-    with pytest.raises(ValueError, match=rf"dataset=kermany holds image-level .* trains on label"):
+    with pytest.raises(ValueError, match=r"dataset=kermany holds image-level .* trains on label"):
         train(cfg)
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import openpyxl
 from PIL import Image
 
 _MET = {np.dtype(np.uint8): "MET_UCHAR", np.dtype(np.uint16): "MET_USHORT"}
@@ -37,3 +38,33 @@ def write_png(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
         img = img.convert("P", palette=Image.Palette.ADAPTIVE, colors=256)
     img.save(path)
     return path
+
+
+#: (rows, columns) of the generated GOALS images.
+GOALS_SHAPE = (20, 28)
+
+
+def goals_mask() -> np.ndarray:
+    """A GOALS ``Layer_Masks`` PNG's values: 255 elsewhere, 0 RNFL, 80 GCIPL, 160 choroid."""
+    mask = np.full(GOALS_SHAPE, 255, np.uint8)
+    mask[3:6], mask[6:9], mask[13:17] = 0, 80, 160
+    return mask
+
+
+def write_goals_release(root: Path, n: int = 6, sheet: bool = True, masks: bool = True) -> Path:
+    """``GOALS2022-Train/Train`` with ``n`` RGB-grey images, their masks (``masks``), the
+    ``Layer_show`` overlays and ``Train_GC_GT.xlsx`` (``sheet``); returns ``root``."""
+    train = root / "GOALS2022-Train" / "Train"
+    for i in range(1, n + 1):
+        grey = np.random.default_rng(i).integers(0, 256, GOALS_SHAPE, dtype=np.uint8)
+        write_png(train / "Image" / f"{i:04d}.png", np.stack([grey] * 3, -1))
+        if masks:
+            write_png(train / "Layer_Masks" / f"{i:04d}.png", goals_mask())
+        write_png(train / "Layer_show" / f"{i:04d}.png", np.zeros((*GOALS_SHAPE, 3), np.uint8))
+    if sheet:
+        book = openpyxl.Workbook()
+        book.active.append(["ImgName", "GC_Label"])
+        for i in range(1, n + 1):
+            book.active.append([i, i % 2])
+        book.save(train / "Train_GC_GT.xlsx")
+    return root

@@ -15,37 +15,14 @@ from octseg.data.goals import prepare_goals, split_specs
 from octseg.data.prepared import read_prepared
 from octseg.utils.config import repo_root
 from tests.data.prepared_run import fast_dev_run, write_split
-from tests.data.release_fixtures import write_png
+from tests.data.release_fixtures import GOALS_SHAPE, goals_mask, write_goals_release, write_png
 
-H, W = 20, 28
-
-
-def _mask() -> np.ndarray:
-    mask = np.full((H, W), 255, np.uint8)  # other
-    mask[3:6], mask[6:9], mask[13:17] = 0, 80, 160  # RNFL, GCIPL, choroid
-    return mask
-
-
-def _release(root: Path, n: int = 6, sheet: bool = True, masks: bool = True) -> Path:
-    train = root / "GOALS2022-Train" / "Train"
-    for i in range(1, n + 1):
-        grey = np.random.default_rng(i).integers(0, 256, (H, W), dtype=np.uint8)
-        write_png(train / "Image" / f"{i:04d}.png", np.stack([grey] * 3, -1))  # RGB grey
-        if masks:
-            write_png(train / "Layer_Masks" / f"{i:04d}.png", _mask())
-        write_png(train / "Layer_show" / f"{i:04d}.png", np.zeros((H, W, 3), np.uint8))
-    if sheet:
-        book = openpyxl.Workbook()
-        book.active.append(["ImgName", "GC_Label"])
-        for i in range(1, n + 1):
-            book.active.append([i, i % 2])
-        book.save(train / "Train_GC_GT.xlsx")
-    return root
+H, W = GOALS_SHAPE
 
 
 def test_prepare_remaps_mask_values_and_keeps_glaucoma(tmp_path: Path) -> None:
     out = tmp_path / "data" / "goals"
-    summary = prepare_goals(_release(tmp_path / "rel"), out)
+    summary = prepare_goals(write_goals_release(tmp_path / "rel"), out)
     assert (summary.volumes, summary.labelled_bscans, summary.missing) == (6, 6, [])
     volumes = {v[0].volume_id: v[0] for v in read_prepared(out, "goals")}
     scan = volumes["train_0003"]
@@ -61,7 +38,7 @@ def test_prepare_remaps_mask_values_and_keeps_glaucoma(tmp_path: Path) -> None:
 
 
 def test_partial_release_warns_and_rerun_skips(tmp_path: Path, caplog) -> None:
-    release, out = _release(tmp_path / "rel", sheet=False), tmp_path / "out"
+    release, out = write_goals_release(tmp_path / "rel", sheet=False), tmp_path / "out"
     with caplog.at_level(logging.WARNING):
         summary = prepare_goals(release, out, sets=["Train", "Validation"])
     assert summary.missing == ["Validation", "Train/Train_GC_GT.xlsx"]
@@ -70,7 +47,7 @@ def test_partial_release_warns_and_rerun_skips(tmp_path: Path, caplog) -> None:
 
 
 def test_unlabelled_set_is_prepared_without_masks(tmp_path: Path) -> None:
-    release = _release(tmp_path / "rel", n=2, masks=False)
+    release = write_goals_release(tmp_path / "rel", n=2, masks=False)
     summary = prepare_goals(release / "GOALS2022-Train", tmp_path / "out")
     assert (summary.bscans, summary.labelled_bscans) == (2, 0)
 
@@ -84,14 +61,14 @@ def test_unlabelled_set_is_prepared_without_masks(tmp_path: Path) -> None:
     ],
 )
 def test_bad_files_are_named(tmp_path: Path, damage: str, message: str) -> None:
-    release = _release(tmp_path / "rel")
+    release = write_goals_release(tmp_path / "rel")
     train = release / "GOALS2022-Train" / "Train"
     if damage == "values":
-        bad = _mask()
+        bad = goals_mask()
         bad[0, 0] = 7
         write_png(train / "Layer_Masks" / "0002.png", bad)
     elif damage == "shape":
-        write_png(train / "Layer_Masks" / "0002.png", _mask()[:, :27].copy())
+        write_png(train / "Layer_Masks" / "0002.png", goals_mask()[:, :27].copy())
     else:
         book = openpyxl.Workbook()
         book.active.append(["name", "label"])
@@ -102,7 +79,7 @@ def test_bad_files_are_named(tmp_path: Path, damage: str, message: str) -> None:
 
 
 def test_wrong_level_is_refused(tmp_path: Path) -> None:
-    release = _release(tmp_path / "rel")
+    release = write_goals_release(tmp_path / "rel")
     with pytest.raises(ValueError, match="is the Image folder"):
         prepare_goals(release / "GOALS2022-Train/Train/Image", tmp_path / "out")
     with pytest.raises(ValueError, match="No GOALS set folder"):
@@ -122,7 +99,7 @@ def test_published_splits_match_the_rules() -> None:
 
 def test_dev_run_through_train(tmp_path: Path) -> None:
     root = tmp_path / "data"
-    prepare_goals(_release(tmp_path / "rel"), root / "goals")
+    prepare_goals(write_goals_release(tmp_path / "rel"), root / "goals")
     split = write_split(tmp_path / "t.json", ["train_0001", "train_0002", "train_0003"],
                         ["train_0004"], ["train_0005", "train_0006"], unit="volume")  # fmt: skip
     metrics = fast_dev_run(tmp_path / "run", "goals", root, split, "overlap",
