@@ -78,7 +78,7 @@ def test_model_dataset_channel_mismatch_is_caught_before_training(make_cfg) -> N
         train(make_cfg("model.net.in_channels=3"))
 
 
-@pytest.mark.parametrize("model", ["unet", "fanogan"])
+@pytest.mark.parametrize("model", ["unet", "sd_layernet"])
 def test_an_image_level_set_is_refused_before_a_module_that_needs_masks(
     make_cfg, tmp_path: Path, model: str
 ) -> None:

@@ -161,20 +161,20 @@ def _train(cfg: DictConfig) -> dict[str, float]:
 def _check_pixel_labels(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
     """Refuses, before the model is built, a module that learns from label maps on a dataset
     without them (image-level sets), instead of a KeyError on the first batch. A module class
-    that does not need them sets ``needs_pixel_labels = False``."""
+    that can train without them sets ``trains_without_pixel_labels = True`` (f-AnoGAN, on a
+    normal class)."""
     module_class = hydra.utils.get_class(cfg.model._target_)
-    if getattr(datamodule, "has_pixel_labels", True) or not getattr(
-        module_class, "needs_pixel_labels", True
+    if getattr(datamodule, "has_pixel_labels", True) or getattr(
+        module_class, "trains_without_pixel_labels", False
     ):
         return
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     model_name = choices.get("model") or cfg.model._target_
     raise ValueError(
         f"dataset={cfg.dataset.name} holds image-level classes only (no label maps), but "
-        f"model={model_name} ({module_class.__name__}) trains on label maps, as every OCTSeg "
-        "method does (f-AnoGAN too: it picks its healthy patches by their fluid labels). "
-        "Train on a dataset with masks (dataset=duke, hcms, retouch, ...); image-level sets "
-        "feed ImageLevelDataModule users (class_index per B-scan) and predict.py."
+        f"model={model_name} ({module_class.__name__}) trains on label maps. Train it on a "
+        "dataset with masks (dataset=duke, hcms, retouch, ...); on image-level sets only "
+        "model=fanogan trains (on dataset.normal_class, e.g. experiment=fanogan_kermany)."
     )
 
 

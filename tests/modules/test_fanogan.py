@@ -143,6 +143,79 @@ def test_training_patches_hold_no_fluid() -> None:
     assert float(patches.max()) < 1.0  # 1.0 in [0, 1] is 1.0 in [-1, 1]
 
 
+def _image_level_module(**kwargs: object) -> FAnoGANModule:
+    classes = ["CNV", "DME", "NORMAL"]
+    return _module(fluid_labels=[], normal_class="NORMAL", image_classes=classes, **kwargs)
+
+
+def test_image_level_patches_come_from_the_normal_class_inside_its_true_size() -> None:
+    """Three padded B-scans: CNV (value 1), NORMAL 70 x 90 of a 96 x 120 batch (value 0.5,
+    padding 1), DME (value 1). Every patch comes from inside the NORMAL scan."""
+    module = _image_level_module(patches_per_step=300)
+    assert not module.predicts_scans
+    image = torch.ones(3, 1, 96, 120)
+    image[1, 0, :70, :90] = 0.5
+    batch = {"image": image, "class_index": torch.tensor([0, 2, 1]),
+             "orig_hw": torch.tensor([[96, 120], [70, 90], [96, 120]])}  # fmt: skip
+    masks = module._normal_scan_masks(batch)
+    assert int((masks[1] == 0).sum()) == 70 * 90 and bool((masks[[0, 2]] == 255).all())
+    patches = module.healthy_patches(batch)
+    assert patches.shape == (300, 1, 64, 64)
+    assert torch.allclose(patches, torch.zeros_like(patches))  # 0.5 in [0, 1] is 0 in [-1, 1]
+    batch["class_index"] = torch.tensor([0, 1, 0])  # no NORMAL scan: nothing to draw
+    assert module.healthy_patches(batch) is None
+
+
+def test_image_level_detection_scores_by_hand() -> None:
+    module = _image_level_module()
+    # NORMAL (2) scores 0.1, 0.4; CNV (0) 0.3, 0.9; DME (1) 0.5.
+    module._val_scores = [torch.tensor([0.1, 0.3, 0.9]), torch.tensor([0.4, 0.5])]
+    module._scan_classes = [torch.tensor([2, 0, 0]), torch.tensor([2, 1])]
+    out = module._scan_detection("test", by_class=True)
+    # positives 0.3, 0.9, 0.5 vs negatives 0.1, 0.4: 5 of 6 pairs ranked right
+    assert out["test/scan_auroc"] == pytest.approx(5 / 6)
+    assert out["test/scan_auroc/CNV"] == pytest.approx(3 / 4)
+    assert out["test/scan_auroc/DME"] == pytest.approx(1.0)
+    assert "test/scan_auroc/NORMAL" not in out
+    assert out["test/anomaly_score"] == pytest.approx(0.44)
+    # AP: ranks 0.9 (+), 0.5 (+), 0.4 (-), 0.3 (+): (1 + 1 + 3/4) / 3
+    assert out["test/scan_ap"] == pytest.approx((1 + 1 + 0.75) / 3)
+    module._scan_classes = [torch.tensor([2, 2, 2]), torch.tensor([2, 2])]
+    assert math.isnan(module._scan_detection("val", by_class=False)["val/scan_auroc"])
+
+
+def test_a_normal_class_outside_the_image_classes_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"normal_class='HEALTHY' is not one of"):
+        _module(fluid_labels=[], normal_class="HEALTHY", image_classes=["CNV", "NORMAL"])
+    with pytest.raises(ValueError, match=r"fluid_labels is empty and model.normal_class"):
+        _module(fluid_labels=[])
+
+
+def test_train_py_trains_on_kermany_normal_and_scores_detection(make_cfg, tmp_path) -> None:
+    from octseg.data.kermany import prepare_kermany
+    from tests.data.image_level_fixtures import write_jpeg
+
+    release = tmp_path / "release" / "OCT2017"
+    for p, (part, n) in enumerate((("train", 3), ("val", 1), ("test", 2))):
+        for c, cls in enumerate(("CNV", "DME", "DRUSEN", "NORMAL")):
+            for k in range(n):  # patient ids differ between parts (a shared one is refused)
+                name = f"{cls}-{100 * p + 10 * c + k}-1.jpeg"
+                write_jpeg(release / part / cls / name, k, (70, 80 + 4 * k))
+    prepare_kermany(release.parent, tmp_path / "data" / "kermany")
+    cfg = make_cfg("experiment=fanogan_kermany", *TINY[1:], f"paths.data_dir={tmp_path / 'data'}",
+                   "model.gan_epochs=1", "trainer.max_epochs=2", "dataset.datamodule.batch_size=2",
+                   "callbacks.early_stopping.patience=2", "logger=csv",
+                   "trainer.log_every_n_steps=1", "~callbacks.rich_progress_bar",
+                   "~callbacks.model_summary", fast=False)  # fmt: skip
+    metrics = train(cfg)
+    assert metrics["train/stage_encoder"] == 1.0
+    assert metrics["train/healthy_patches"] == 8.0  # drawn from the NORMAL scans only
+    for key in ("test/scan_auroc", "test/scan_auroc/CNV", "test/scan_auroc/DRUSEN"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert 0.0 <= metrics["val/scan_auroc"] <= 1.0
+    assert set(_report(cfg)) >= {"scan_auroc", "scan_ap", "scan_auroc/DME"}
+
+
 def test_binarise_keeps_ignore() -> None:
     mask = torch.tensor([[0, 9, 3], [255, 9, 8]])
     assert binarise(mask, [9], 255).tolist() == [[0, 1, 0], [255, 1, 0]]

@@ -22,6 +22,15 @@ inside the retina), whose centre pixel has one of those labels. Each step draws
 ``patches_per_step`` such windows uniformly among all healthy windows of the batch (without
 replacement when there are enough). Masks are read for this choice only; no label reaches a loss.
 
+**Image-level normal sets** (``normal_class`` set: Kermany, OCT-C8, OCTID, whose B-scans carry
+a class and no mask): the training patches are windows anywhere inside the B-scans of the
+normal class (``class_index`` equal to ``normal_class``'s position in ``image_classes``; other
+classes and batch padding are never drawn), as the paper trains on scans of healthy subjects.
+Such a set has no pixel labels, so validation and test score B-scan-level detection only: the
+B-scan anomaly score against "not ``normal_class``" (``val/scan_auroc``, ``val/scan_ap``;
+``test/scan_auroc``, ``test/scan_ap`` and ``test/scan_auroc/<class>`` for each abnormal class
+against the normal one), through ``trainer.test`` (``predicts_scans`` is off).
+
 **Evaluation as fluid segmentation.** ``predict_step`` returns per B-scan the two-class view
 ``[rest, fluid]`` of the stitched residual ``r = |x - G(E(x))|`` on the ``[-1, 1]`` scale:
 ``p(fluid) = r / 2`` (``r`` lies in ``[0, 2]``), ``pred = p(fluid) >= threshold``, the target
@@ -53,6 +62,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torchmetrics.functional.classification import binary_auroc, binary_average_precision
 
 from octseg.losses.adversarial import critic_loss, generator_loss
 from octseg.metrics.probabilistic import ap_from_histogram, auroc_from_histogram
@@ -130,6 +140,20 @@ def best_dice_threshold(hist: torch.Tensor) -> tuple[float, float]:
     return k / bins, float(dice[k])
 
 
+def _binary_auroc(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """torchmetrics' AUROC; NaN unless both positives and negatives are present."""
+    if positive.all() or not positive.any():
+        return math.nan
+    return float(binary_auroc(scores, positive.long()))
+
+
+def _binary_ap(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """torchmetrics' average precision; NaN unless both kinds are present."""
+    if positive.all() or not positive.any():
+        return math.nan
+    return float(binary_average_precision(scores, positive.long()))
+
+
 class FAnoGANModule(pl.LightningModule):
     """f-AnoGAN training and evaluation (see the module docstring).
 
@@ -150,12 +174,17 @@ class FAnoGANModule(pl.LightningModule):
         image_std: the DataModule's intensity standard deviation.
         num_bins: score bins of the validation histogram (threshold resolution ``1 / bins``).
         in_channels: the dataset's channels, checked against the networks in :meth:`setup`.
+        normal_class: on an image-level set, its healthy class (``${dataset.normal_class}``):
+            trains on those B-scans and scores B-scan detection (None: masks and fluid).
+        image_classes: the image-level set's classes in ``class_index`` order.
 
     Raises:
-        ValueError: on ``gan_epochs < 1``, ``n_critic < 1`` or empty ``fluid_labels``.
+        ValueError: on ``gan_epochs < 1``, ``n_critic < 1``, neither ``fluid_labels`` nor
+            ``normal_class``, or a ``normal_class`` not in ``image_classes``.
     """
 
     predicts_scans = True
+    trains_without_pixel_labels = True  # with normal_class (image-level sets)
     hparams_ignore = ("net", "generator_optimizer", "critic_optimizer", "encoder_optimizer")
 
     def __init__(
@@ -175,6 +204,8 @@ class FAnoGANModule(pl.LightningModule):
         image_std: float = 1.0,
         num_bins: int = 1000,
         in_channels: int | None = None,
+        normal_class: str | None = None,
+        image_classes: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=list(self.hparams_ignore))
@@ -183,10 +214,23 @@ class FAnoGANModule(pl.LightningModule):
                 f"model.gan_epochs={gan_epochs} and model.n_critic={n_critic} must be >= 1: the "
                 "encoder is trained against a trained GAN."
             )
-        if not fluid_labels:
+        self.normal_index: int | None = None
+        if normal_class is not None:
+            classes = [str(c) for c in image_classes or ()]
+            if str(normal_class) not in classes:
+                raise ValueError(
+                    f"model.normal_class={normal_class!r} is not one of the dataset's "
+                    f"image_classes {classes}; set dataset.normal_class to its healthy class."
+                )
+            self.normal_index, self.image_classes = classes.index(str(normal_class)), classes
+            # No masks: B-scan detection through trainer.test (not the pixel evaluation).
+            self.predicts_scans = False
+        elif not fluid_labels:
             raise ValueError(
-                "model.fluid_labels is empty: f-AnoGAN trains on fluid-free patches and is "
-                "evaluated against fluid; use a dataset whose anatomy.fluid_labels is set."
+                "model.fluid_labels is empty and model.normal_class is null: f-AnoGAN trains on "
+                "fluid-free patches and is evaluated against fluid (a dataset whose "
+                "anatomy.fluid_labels is set), or on the normal class of an image-level set "
+                "(dataset.normal_class)."
             )
         self.automatic_optimization = False
         self.net = net
@@ -209,6 +253,7 @@ class FAnoGANModule(pl.LightningModule):
         self.register_buffer("threshold", torch.tensor(0.5))
         self._val_hist: torch.Tensor | None = None
         self._val_scores: list[torch.Tensor] = []
+        self._scan_classes: list[torch.Tensor] = []
 
     # ------------------------------------------------------------------ stages
     @property
@@ -278,15 +323,18 @@ class FAnoGANModule(pl.LightningModule):
     def healthy_patches(self, batch: Mapping[str, Any]) -> torch.Tensor | None:
         """Up to ``patches_per_step`` healthy patches ``[N, C, 64, 64]`` in ``[-1, 1]`` drawn
         from the batch (None when it has none)."""
-        if "mask" not in batch:
+        if self.normal_index is not None:
+            healthy = healthy_windows(self._normal_scan_masks(batch), (), self.ignore_index)
+        elif "mask" not in batch:
             raise ValueError(
                 "f-AnoGAN picks healthy training patches by their masks, but this batch has "
                 "none; train on a labelled dataset (unlabelled B-scans cannot be checked for "
-                "fluid)."
+                "fluid) or on an image-level set's normal class (dataset.normal_class)."
             )
-        healthy = healthy_windows(
-            batch["mask"], self.fluid_labels, self.ignore_index, self.centre_labels
-        )
+        else:
+            healthy = healthy_windows(
+                batch["mask"], self.fluid_labels, self.ignore_index, self.centre_labels
+            )
         where = healthy.nonzero()
         if where.shape[0] == 0:
             return None
@@ -300,6 +348,24 @@ class FAnoGANModule(pl.LightningModule):
             extract_patches(image[b], [int(y)], [int(x)]) for b, y, x in where[pick].tolist()
         ]
         return torch.cat(patches)
+
+    def _normal_scan_masks(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """``[B, H, W]``: 0 inside the true size of each normal-class B-scan, ``ignore_index``
+        on padding and on every B-scan of another class (never drawn from)."""
+        image = batch["image"]
+        if "class_index" not in batch:
+            raise ValueError(
+                "model.normal_class is set but the batch has no class_index; use an "
+                "image-level dataset (dataset=kermany, oct_c8 or octid)."
+            )
+        b, h, w = image.shape[0], *image.shape[-2:]
+        masks = torch.full((b, h, w), self.ignore_index, dtype=torch.long, device=image.device)
+        sizes = batch.get("orig_hw")
+        sizes = sizes.tolist() if sizes is not None else [(h, w)] * b
+        for i, (hi, wi) in enumerate(sizes):
+            if int(batch["class_index"][i]) == self.normal_index:
+                masks[i, :hi, :wi] = 0
+        return masks
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor | None:
@@ -387,6 +453,10 @@ class FAnoGANModule(pl.LightningModule):
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         prob, scores = self.anomaly_maps(batch)
+        if self.normal_index is not None:
+            self._val_scores.append(scores.detach())
+            self._scan_classes.append(batch["class_index"].detach())
+            return
         target = binarise(batch["mask"], self.fluid_labels, self.ignore_index)
         hist = _histogram(
             torch.stack([1 - prob, prob], 1), target, self.num_bins, self.ignore_index
@@ -395,9 +465,12 @@ class FAnoGANModule(pl.LightningModule):
         self._val_scores.append(scores.detach())
 
     def on_validation_epoch_start(self) -> None:
-        self._val_hist, self._val_scores = None, []
+        self._val_hist, self._val_scores, self._scan_classes = None, [], []
 
     def on_validation_epoch_end(self) -> None:
+        if self.normal_index is not None:
+            self.log_dict(self._scan_detection("val", by_class=False))
+            return
         if self._val_hist is None:
             return
         hist = self._val_hist
@@ -413,6 +486,40 @@ class FAnoGANModule(pl.LightningModule):
                 "val/anomaly_score": float(torch.cat(self._val_scores).mean()),
             }
         )
+
+    # ------------------------------------------------------------------ image-level sets
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        """Image-level sets only (``predicts_scans`` is off there): B-scan scores and classes."""
+        self._val_scores.append(self.anomaly_maps(batch)[1].detach())
+        self._scan_classes.append(batch["class_index"].detach())
+
+    def on_test_epoch_start(self) -> None:
+        self._val_scores, self._scan_classes = [], []
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self._scan_detection("test", by_class=True))
+
+    def _scan_detection(self, stage: str, by_class: bool) -> dict[str, float]:
+        """B-scan AUROC and AP of the anomaly score against "not the normal class" (NaN
+        without both kinds), the mean score, and per abnormal class against the normal one."""
+        if not self._val_scores:
+            return {}
+        scores = torch.cat(self._val_scores).float().cpu()
+        classes = torch.cat(self._scan_classes).cpu()
+        normal = classes == self.normal_index
+        out = {
+            f"{stage}/scan_auroc": _binary_auroc(scores, ~normal),
+            f"{stage}/scan_ap": _binary_ap(scores, ~normal),
+            f"{stage}/anomaly_score": float(scores.mean()),
+        }
+        if by_class:
+            for index, name in enumerate(self.image_classes):
+                keep = normal | (classes == index)
+                if index != self.normal_index and bool((classes == index).any()):
+                    out[f"{stage}/scan_auroc/{name}"] = _binary_auroc(
+                        scores[keep], ~normal[keep]
+                    )
+        return out
 
     # ------------------------------------------------------------------ evaluation
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:

@@ -89,7 +89,7 @@ class StoreRunConfig(pl.Callback):
 class LogPredictionOverlays(pl.Callback):
     """Every ``every_n_epochs`` validation epochs, logs image / ground truth / prediction
     overlays of the first validation batch to every logger that can show images (W&B,
-    TensorBoard)."""
+    TensorBoard). Batches without masks (image-level sets) are skipped."""
 
     def __init__(self, every_n_epochs: int = 5, max_images: int = 4) -> None:
         self.every_n_epochs = every_n_epochs
@@ -105,6 +105,8 @@ class LogPredictionOverlays(pl.Callback):
         dataloader_idx: int = 0,
     ) -> None:
         if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if "mask" not in batch:  # image-level sets: no ground truth to show
             return
         if self.every_n_epochs <= 0 or trainer.current_epoch % self.every_n_epochs != 0:
             return
