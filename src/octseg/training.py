@@ -27,9 +27,9 @@ from octseg.evaluation.checkpoint import (
     load_checkpoint,
     resume_overrides,
 )
-from octseg.evaluation.commands import evaluate_module
+from octseg.evaluation.commands import evaluate_by_test_step, evaluate_module
 from octseg.evaluation.model_card import write_model_card
-from octseg.evaluation.report import EvaluationResult, format_report, run_identity
+from octseg.evaluation.report import EvaluationResult, run_identity
 from octseg.utils.callbacks import StoreRunConfig
 from octseg.utils.instantiators import instantiate_callbacks, instantiate_loggers
 from octseg.utils.io import atomic_write_text
@@ -223,25 +223,17 @@ def _test(
             logger.save()
         _model_card(best, cfg)
         return result
-    trainer.test(
-        model=model, datamodule=datamodule, ckpt_path=best, weights_only=False, verbose=False
+    result = evaluate_by_test_step(
+        trainer,
+        model,
+        datamodule,
+        cfg.paths.output_dir,
+        list(cfg.dataset.get("class_names") or []),
+        run_info=run_info,
+        ckpt_path=best,
     )
-    if not trainer.is_global_zero:
-        return None
-    values = {
-        k[len("test/") :]: float(v)
-        for k, v in trainer.callback_metrics.items()
-        if k.startswith("test/") and v.numel() == 1
-    }
-    result = EvaluationResult(
-        dataset=values,
-        run=run_info,
-        class_names=list(cfg.dataset.get("class_names") or []),
-        settings={"source": f"{type(model).__name__}.test_step"},
-    )
-    result.write(cfg.paths.output_dir)
-    print(format_report(values, result.class_names, title="test"))
-    _model_card(best, cfg)
+    if result is not None:
+        _model_card(best, cfg)
     return result
 
 

@@ -213,7 +213,22 @@ def test_train_py_trains_on_kermany_normal_and_scores_detection(make_cfg, tmp_pa
     for key in ("test/scan_auroc", "test/scan_auroc/CNV", "test/scan_auroc/DRUSEN"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert 0.0 <= metrics["val/scan_auroc"] <= 1.0
-    assert set(_report(cfg)) >= {"scan_auroc", "scan_ap", "scan_auroc/DME"}
+    report = _report(cfg)
+    assert set(report) >= {"scan_auroc", "scan_ap", "scan_auroc/DME"}
+    # eval.py on the best checkpoint runs the same test_step: the same figures.
+    from hydra.core.global_hydra import GlobalHydra
+
+    from octseg.evaluation.commands import evaluate_checkpoint
+    from octseg.utils.config import compose
+
+    best = Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt"
+    GlobalHydra.instance().clear()
+    out = tmp_path / "eval"
+    evaluate_checkpoint(compose("eval", [f"ckpt_path={best}"], output_dir=out))
+    again = json.loads((out / "metrics.json").read_text())["dataset"]
+    assert again["scan_auroc"] == pytest.approx(report["scan_auroc"])
+    with pytest.raises(ValueError, match=r"test_step, which eval.py runs .* split='val'"):
+        evaluate_checkpoint(compose("eval", [f"ckpt_path={best}", "split=val"], output_dir=out))
 
 
 def test_binarise_keeps_ignore() -> None:

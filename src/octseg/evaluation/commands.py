@@ -34,12 +34,19 @@ from octseg.evaluation.report import (
     EvaluationResult,
     default_families,
     evaluate_label_maps,
+    format_report,
     run_identity,
 )
 from octseg.postprocess import build_postprocess
 from octseg.utils.io import atomic_write_png
 
-__all__ = ["evaluate_checkpoint", "evaluate_folders", "evaluate_module", "suite_kwargs"]
+__all__ = [
+    "evaluate_by_test_step",
+    "evaluate_checkpoint",
+    "evaluate_folders",
+    "evaluate_module",
+    "suite_kwargs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +134,39 @@ def evaluate_module(
     return result
 
 
+def evaluate_by_test_step(
+    trainer: pl.Trainer,
+    model: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    out_dir: str | Path,
+    class_names: list[str],
+    run_info: dict[str, Any] | None = None,
+    ckpt_path: str | None = None,
+) -> EvaluationResult | None:
+    """Tests a module that reports through its own ``test_step`` (``predicts_scans`` off, e.g.
+    f-AnoGAN's B-scan detection on an image-level set) with ``trainer.test`` and writes what it
+    logs under ``test/`` as the report (rank 0; other ranks get None)."""
+    trainer.test(
+        model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False, verbose=False
+    )
+    if not trainer.is_global_zero:
+        return None
+    values = {
+        k[len("test/") :]: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith("test/") and v.numel() == 1
+    }
+    result = EvaluationResult(
+        dataset=values,
+        run=dict(run_info or {}),
+        class_names=list(class_names),
+        settings={"source": f"{type(model).__name__}.test_step"},
+    )
+    result.write(out_dir)
+    print(format_report(values, result.class_names, title="test"))
+    return result
+
+
 def _postprocess_name(fn: Callable | None, name: str | None) -> str | None:
     """The ``postprocess`` entry of a report's settings: None when off, else the name."""
     return None if fn is None else str(name).strip().lower()
@@ -152,13 +192,39 @@ def evaluate_checkpoint(cfg: DictConfig) -> EvaluationResult:
     )
     run_cfg = members[0].run_cfg
     datamodule = hydra.utils.instantiate(run_cfg.dataset.datamodule, train_transform=None)
-    model = build_predictor(members, tta=cfg.get("tta"))
     info = {
         **run_identity(run_cfg),
         **describe(members),
         "tta": cfg.get("tta"),
         "evaluated_split": split,
     }
+    if not getattr(members[0].module, "predicts_scans", True):
+        module = members[0].module
+        if len(members) > 1 or cfg.get("tta") or split != "test":
+            raise ValueError(
+                f"{type(module).__name__} (this checkpoint) reports through its own test_step, "
+                "which eval.py runs for one checkpoint on the test split only; got "
+                f"{len(members)} checkpoint(s), tta={cfg.get('tta')!r}, split={split!r}."
+            )
+        trainer = pl.Trainer(
+            accelerator="cpu" if str(cfg.get("device") or "cpu") == "cpu" else "auto",
+            precision=cfg.get("precision") or "32-true",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        result = evaluate_by_test_step(
+            trainer,
+            module,
+            datamodule,
+            cfg.paths.output_dir,
+            list(run_cfg.dataset.get("class_names") or []),
+            run_info=info,
+        )
+        assert result is not None  # one process
+        return result
+    model = build_predictor(members, tta=cfg.get("tta"))
     return evaluate_module(
         model,
         datamodule,
