@@ -224,11 +224,8 @@ def to_display(bscans: np.ndarray, mapping: str = "log") -> np.ndarray:
     # B-scan by B-scan: the float64 temporaries of a whole volume (several times 200 MiB for a
     # 49 x 496 x 1024 HC-MS volume) were the preparation's peak memory.
     out = np.empty(bscans.shape, dtype=np.uint8)
-    if bscans.ndim < 3:
-        out[...] = _map_to_uint8(bscans, mapping)
-    else:
-        for index in np.ndindex(bscans.shape[:-2]):
-            out[index] = _map_to_uint8(bscans[index], mapping)
+    for index in np.ndindex(bscans.shape[:-2]):  # one empty index for a single B-scan
+        out[index] = _map_to_uint8(bscans[index], mapping)
     return out
 
 
