@@ -76,3 +76,22 @@ def test_run_name_follows_model_dataset_seed(make_cfg) -> None:
     cfg = make_cfg("model=unet", "seed=3")
     assert cfg.run_name == f"unet-{cfg.dataset.name}-s3"
     assert list(cfg.tags) == ["unet", cfg.dataset.name]
+
+
+def test_every_dataset_config_serves_as_the_unlabelled_source(make_cfg) -> None:
+    """Dataset configs interpolate their own keys (``${..split}``), so one placed at
+    ``unlabelled`` (``+dataset@unlabelled=<name>``) reads its own settings, not the main
+    dataset's: its datamodule resolves as when it is the main dataset."""
+    for option in group_options("dataset"):
+        alone = make_cfg(f"dataset={option}", fast=False, subdir=f"{option}-alone")
+        lent = make_cfg("dataset=duke", "dataset.split=kfold", "dataset.fold=3",
+                        "dataset.spacing_um=[1.0,2.0]", "dataset.ignore_index=0",
+                        f"+dataset@unlabelled={option}", fast=False, subdir=option)  # fmt: skip
+        ours, theirs = (
+            OmegaConf.to_container(c, resolve=True)
+            for c in (lent.unlabelled.datamodule, alone.dataset.datamodule)
+        )
+        # The augmentation is the main dataset's (train.py gives the source none).
+        ours.pop("train_transform"), theirs.pop("train_transform")
+        assert ours == theirs, option
+        assert lent.dataset.name == "duke" and lent.unlabelled.name == alone.dataset.name
