@@ -523,12 +523,24 @@ class SegDataModule(pl.LightningDataModule):
             ``mask``). Validation and test are never touched. 1.0 (default) keeps all.
         unlabelled: ``keep`` (semi-supervised: unlabelled training samples stay in the
             training set) or ``drop`` (the labelled-only baseline on the same subset).
-        labelled_seed: seed of the labelled subset (the same seed, the same subset).
+        labelled_seed: seed of the labelled subset and of the draw from ``unlabelled_from``
+            (the same seed, the same B-scans).
+        unlabelled_from: another dataset's DataModule whose training part (its own split and
+            class selection) joins this training part as unlabelled B-scans, for
+            semi-supervised methods: e.g. Kermany's Spectralis B-scans beside Duke's labelled
+            ones (``+dataset@unlabelled=kermany``, composed by ``train.py``). They are read
+            with this DataModule's normalisation and augmentation; they keep their own spacing
+            (NaN where unknown while this dataset's scans have one). Validation and test are
+            never touched. None (default): no other source.
+        unlabelled_max_bscans: at most this many B-scans from ``unlabelled_from``, drawn
+            uniformly with ``labelled_seed`` (None: all of its training part).
 
     Raises:
         ValueError: on a batch size < 1, ``train_repeats`` < 1, a malformed spacing or
-            ``label_map``, a ``labelled_fraction`` outside ``(0, 1]`` or an unknown
-            ``unlabelled`` policy.
+            ``label_map``, a ``labelled_fraction`` outside ``(0, 1]``, an unknown
+            ``unlabelled`` policy, or an ``unlabelled_from`` that cannot serve (not a
+            DataModule, on a dataset without label maps, with ``unlabelled: drop``) or an
+            ``unlabelled_max_bscans`` < 1.
     """
 
     #: folder under ``splits/`` holding this dataset's published split files.
@@ -556,6 +568,8 @@ class SegDataModule(pl.LightningDataModule):
         labelled_fraction: float = 1.0,
         unlabelled: str = "keep",
         labelled_seed: int = 0,
+        unlabelled_from: SegDataModule | None = None,
+        unlabelled_max_bscans: int | None = None,
     ) -> None:
         super().__init__()
         self.batch_size = _batch_size(batch_size, "batch_size")
@@ -595,6 +609,19 @@ class SegDataModule(pl.LightningDataModule):
         self.labelled_seed = int(labelled_seed)
         #: the labelled subset of the training part (:func:`labelled_subset`'s summary).
         self.labelled_info: dict[str, Any] = {}
+        self.unlabelled_from = self._check_unlabelled_source(unlabelled_from)
+        if unlabelled_max_bscans is not None and (
+            isinstance(unlabelled_max_bscans, bool)
+            or not isinstance(unlabelled_max_bscans, int)
+            or unlabelled_max_bscans < 1
+        ):
+            raise ValueError(
+                "dataset.datamodule.unlabelled_max_bscans must be a positive integer or null "
+                f"(all), got {unlabelled_max_bscans!r}."
+            )
+        self.unlabelled_max_bscans = unlabelled_max_bscans
+        #: what was drawn from ``unlabelled_from`` (dataset, B-scans, of how many).
+        self.unlabelled_info: dict[str, Any] = {}
         self.datasets: dict[str, Dataset] = {}
         # The training order is a function of (this seed, epoch): EpochRandomSampler.
         self.shuffle_seed = torch.initial_seed()
@@ -606,9 +633,129 @@ class SegDataModule(pl.LightningDataModule):
             f"{type(self).__name__} must implement read_volumes() or override build_datasets()."
         )
 
+    def read_volume_headers(self) -> Iterable[Sequence[BScanRecord]]:
+        """The B-scans of each volume with their ids, subject and spacing, without decoding
+        pixels where the format allows it (then ``image`` is empty and ``mask`` None;
+        :meth:`read_pixels` reads them). Splitting and drawing from a large set (Kermany's
+        108,309 B-scans) need no pixels. Default: :meth:`read_volumes`."""
+        return self.read_volumes()
+
+    def read_pixels(self, records: Sequence[BScanRecord]) -> list[BScanRecord]:
+        """``records`` from :meth:`read_volume_headers` with their pixels (default: as they
+        are, since the default headers hold them)."""
+        return list(records)
+
     def describe_source(self) -> str:
         """Where the data comes from, for log and error messages."""
         return type(self).__name__
+
+    @property
+    def source_name(self) -> str:
+        """A short name of the dataset (prefix of its B-scans lent to another dataset)."""
+        return str(getattr(self, "dataset_name", None) or type(self).__name__)
+
+    @property
+    def has_unlabelled_training_scans(self) -> bool:
+        """Whether the training part holds B-scans without masks by setting
+        (``labelled_fraction`` < 1 with ``unlabelled: keep``, or ``unlabelled_from``); only
+        semi-supervised methods learn from them."""
+        partial = self.labelled_fraction < 1.0 and self.unlabelled == "keep"
+        return partial or self.unlabelled_from is not None
+
+    def _check_unlabelled_source(self, source: Any) -> SegDataModule | None:
+        if source is None:
+            return None
+        if not isinstance(source, SegDataModule):
+            raise ValueError(
+                f"dataset.datamodule.unlabelled_from must be an OCTSeg DataModule (compose one "
+                f"with +dataset@unlabelled=<name>), got {type(source).__name__}."
+            )
+        if not self.has_pixel_labels:
+            raise ValueError(
+                f"{type(self).__name__} holds no label maps, so unlabelled B-scans from "
+                f"{source.source_name} have nothing to be semi-supervised with; give them to a "
+                "dataset with masks (dataset=duke, hcms, ...)."
+            )
+        if self.unlabelled == "drop":
+            raise ValueError(
+                f"dataset.datamodule.unlabelled=drop leaves unlabelled B-scans out, but "
+                f"unlabelled_from adds {source.source_name}'s: use unlabelled=keep, or drop "
+                "the unlabelled source for the labelled-only baseline."
+            )
+        return source
+
+    def unlabelled_training_scans(
+        self, max_bscans: int | None = None, seed: int = 0
+    ) -> tuple[list[BScanRecord], int]:
+        """This dataset's training B-scans without masks, for another dataset's
+        semi-supervised training (``unlabelled_from``).
+
+        The split is made on :meth:`read_volume_headers`, then at most ``max_bscans`` B-scans
+        are drawn uniformly with ``seed`` (in reading order) and only those are decoded, so
+        memory holds the draw, not the dataset.
+
+        Returns:
+            ``(scans, available)``: the drawn records (``mask`` None) and the size of the
+            training part they were drawn from.
+        """
+        train = self.split_records(headers_only=True)["train"]
+        available = len(train)
+        if max_bscans is not None and max_bscans < available:
+            generator = torch.Generator().manual_seed(int(seed))
+            drawn = torch.randperm(available, generator=generator)[:max_bscans]
+            train = [train[i] for i in sorted(drawn.tolist())]
+        return [replace(r, mask=None) for r in self.read_pixels(train)], available
+
+    def _scans_from_unlabelled_source(self, own: Sequence[BScanRecord]) -> list[BScanRecord]:
+        """The B-scans lent by ``unlabelled_from``, ids prefixed with its name and spacing
+        made consistent with ``own`` (the training records of this dataset)."""
+        source = self.unlabelled_from
+        if source is None:
+            return []
+        if source.describe_source() == self.describe_source():
+            raise ValueError(
+                f"unlabelled_from reads the same data as this dataset ({self.describe_source()}):"
+                " its training part could hold this split's validation or test subjects. Use "
+                "dataset.datamodule.labelled_fraction for unlabelled B-scans of the same set."
+            )
+        scans, available = source.unlabelled_training_scans(
+            self.unlabelled_max_bscans, self.labelled_seed
+        )
+        # Every sample of a batch must carry the same keys: spacing is given to the lent scans
+        # when this dataset's scans have one (NaN where the source does not know it).
+        with_spacing = self.spacing_um is not None or any(r.spacing_um is not None for r in own)
+        unknown = (math.nan, math.nan, math.nan)
+
+        def spacing(r: BScanRecord) -> tuple[float, float, float] | None:
+            return (r.spacing_um or source.spacing_um or unknown) if with_spacing else None
+
+        tag = source.source_name
+        lent = [
+            replace(
+                r,
+                case_id=f"{tag}.{r.case_id}",
+                volume_id=f"{tag}.{r.volume_id}",
+                subject_id=f"{tag}.{r.subject_id}",
+                spacing_um=spacing(r),
+            )
+            for r in scans
+        ]
+        if own and lent and own[0].image.ndim != lent[0].image.ndim:
+            raise ValueError(
+                f"{tag}'s B-scans ({lent[0].case_id}: shape {lent[0].image.shape}) and this "
+                f"dataset's ({own[0].case_id}: {own[0].image.shape}) differ in channels; "
+                "unlabelled_from needs a source of the same modality."
+            )
+        self.unlabelled_info = {
+            "dataset": tag, "source": source.describe_source(), "bscans": len(lent),
+            "available": available, "max_bscans": self.unlabelled_max_bscans,
+        }  # fmt: skip
+        log.info(
+            "Unlabelled training B-scans from %s: %d of its %d training B-scans "
+            "<dataset.datamodule.unlabelled_max_bscans=%s>",
+            source.describe_source(), len(lent), available, self.unlabelled_max_bscans,
+        )  # fmt: skip
+        return lent
 
     def apply_labelled_fraction(self, records: Sequence[BScanRecord]) -> list[BScanRecord]:
         """The training records with masks removed outside the labelled subset (``unlabelled:
@@ -644,6 +791,7 @@ class SegDataModule(pl.LightningDataModule):
             ]  # fmt: skip
         if part == "train":
             records = self.apply_labelled_fraction(records)
+            records = records + self._scans_from_unlabelled_source(records)
         transform = None
         if part == "train" and self.train_transform is not None:
             transform = self.train_transform
@@ -687,24 +835,19 @@ class SegDataModule(pl.LightningDataModule):
         """Whether a B-scan of the training part is used (all are, unless overridden)."""
         return True
 
-    def build_datasets(self) -> dict[str, Dataset]:
-        """Reads every volume, applies the split (:meth:`load_split_info`) and builds one
-        dataset per non-empty part; called once by :meth:`setup`."""
-        records = [record for volume in self.read_volumes() for record in volume]
+    def split_records(self, headers_only: bool = False) -> dict[str, list[BScanRecord]]:
+        """Each part's B-scans: every volume read (:meth:`read_volume_headers` when
+        ``headers_only``), split with the split file (:meth:`load_split_info`, also kept in
+        :attr:`split_info`), the training part filtered by :meth:`keep_in_training`."""
+        volumes = self.read_volume_headers() if headers_only else self.read_volumes()
+        records = [record for volume in volumes for record in volume]
         info = self.load_split_info(records)
         indices = partition(
             [str(r.subject_id) for r in records], [r.volume_id for r in records], info,
             self.describe_source(),
         )  # fmt: skip
         indices["train"] = [i for i in indices["train"] if self.keep_in_training(records[i])]
-        datasets = {
-            part: self.make_dataset([records[i] for i in indices[part]], part)
-            for part in PARTS
-            if indices[part]
-        }
         self.split_info = {**info, "fold": self.fold}
-        if self.labelled_info:
-            self.split_info["labelled"] = self.labelled_info
         log.info(
             "%s split %s fold %d (%s, by %s) from %s: train %s (%d B-scans), val %s (%d), "
             "test %s (%d)",
@@ -712,6 +855,19 @@ class SegDataModule(pl.LightningDataModule):
             self.describe_source(), info["train"], len(indices["train"]), info["val"],
             len(indices["val"]), info["test"], len(indices["test"]),
         )  # fmt: skip
+        return {part: [records[i] for i in indices[part]] for part in PARTS}
+
+    def build_datasets(self) -> dict[str, Dataset]:
+        """One dataset per non-empty part of :meth:`split_records` (:meth:`make_dataset`);
+        called once by :meth:`setup`."""
+        parts = self.split_records()
+        datasets = {
+            part: self.make_dataset(records, part) for part, records in parts.items() if records
+        }
+        if self.labelled_info:
+            self.split_info["labelled"] = self.labelled_info
+        if self.unlabelled_info:
+            self.split_info["unlabelled_from"] = self.unlabelled_info
         return datasets
 
     def setup(self, stage: str | None = None) -> None:

@@ -235,7 +235,16 @@ class ImageLevelDataModule(PreparedDataModule):
 
     def read_volumes(self) -> Iterator[list[BScanRecord]]:
         """The volumes of the selected classes (their meta lands in :attr:`volume_meta`)."""
-        for volume in super().read_volumes():
+        return self._of_selected_classes(super().read_volumes())
+
+    def read_volume_headers(self) -> Iterator[list[BScanRecord]]:
+        """The headers of the selected classes' volumes (no pixels decoded)."""
+        return self._of_selected_classes(super().read_volume_headers())
+
+    def _of_selected_classes(
+        self, volumes: Iterator[list[BScanRecord]]
+    ) -> Iterator[list[BScanRecord]]:
+        for volume in volumes:
             meta = _read_volume_meta(self.data_dir, volume[0].volume_id)
             if meta["class"] not in self.image_classes:
                 raise ValueError(

@@ -31,7 +31,7 @@ import re
 import shutil
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,8 @@ MARKER_NAME = "octseg_prepared.json"
 PREPARED_FORMAT = "octseg-prepared"
 PREPARED_FORMAT_VERSION = 1
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+# The image of a header record (read without pixels).
+_NO_PIXELS = np.zeros((0, 0), dtype=np.uint8)
 
 
 @dataclass
@@ -347,8 +349,16 @@ def _read_png(path: Path) -> np.ndarray:
         raise ValueError(f"{path} could not be read ({err}); re-run the preparation.") from err
 
 
-def read_prepared_volume(folder: str | Path) -> list[BScanRecord]:
+def read_prepared_volume(
+    folder: str | Path, pixels: bool = True, case_ids: Collection[str] | None = None
+) -> list[BScanRecord]:
     """The B-scans of one prepared volume folder (``volumes/<id>``).
+
+    Args:
+        folder: the volume folder.
+        pixels: decode images and masks; False gives headers only (``image`` an empty
+            array, ``mask`` None) from ``volume.json`` alone.
+        case_ids: only these B-scans (None: all).
 
     Raises:
         FileNotFoundError, ValueError: naming the file at fault.
@@ -366,10 +376,13 @@ def read_prepared_volume(folder: str | Path) -> list[BScanRecord]:
     records = []
     for scan in meta["scans"]:
         cid = scan["case_id"]
-        mask = _read_png(folder / "masks" / f"{cid}.png") if scan["labelled"] else None
+        if case_ids is not None and cid not in case_ids:
+            continue
+        labelled = pixels and scan["labelled"]
+        mask = _read_png(folder / "masks" / f"{cid}.png") if labelled else None
         records.append(
             BScanRecord(
-                image=_read_png(folder / "images" / f"{cid}.png"),
+                image=_read_png(folder / "images" / f"{cid}.png") if pixels else _NO_PIXELS,
                 mask=mask,
                 case_id=cid,
                 volume_id=meta["volume_id"],
@@ -381,12 +394,15 @@ def read_prepared_volume(folder: str | Path) -> list[BScanRecord]:
     return records
 
 
-def read_prepared(data_dir: str | Path, dataset: str | None = None) -> Iterator[list[BScanRecord]]:
+def read_prepared(
+    data_dir: str | Path, dataset: str | None = None, pixels: bool = True
+) -> Iterator[list[BScanRecord]]:
     """Yields a prepared dataset's volumes one at a time.
 
     Args:
         data_dir: the dataset folder.
         dataset: the expected dataset name (checked against the marker), or None.
+        pixels: decode the B-scans (False: headers only, :func:`read_prepared_volume`).
 
     Raises:
         FileNotFoundError: if the folder or its marker is missing (with how to prepare it).
@@ -409,7 +425,7 @@ def read_prepared(data_dir: str | Path, dataset: str | None = None) -> Iterator[
         )
     for folder in sorted((root / "volumes").iterdir()):
         if folder.is_dir() and not folder.name.startswith("."):
-            yield read_prepared_volume(folder)
+            yield read_prepared_volume(folder, pixels)
 
 
 class PreparedDataModule(SegDataModule):
@@ -441,6 +457,24 @@ class PreparedDataModule(SegDataModule):
 
     def read_volumes(self) -> Iterator[list[BScanRecord]]:
         return read_prepared(self.data_dir, self.dataset_name)
+
+    def read_volume_headers(self) -> Iterator[list[BScanRecord]]:
+        """Every volume's B-scans from ``volume.json`` alone (no pixels decoded)."""
+        return read_prepared(self.data_dir, self.dataset_name, pixels=False)
+
+    def read_pixels(self, records: Sequence[BScanRecord]) -> list[BScanRecord]:
+        """The header records with their images and masks read from the volume folders."""
+        volumes: dict[str, list[BScanRecord]] = {}
+        for r in records:
+            volumes.setdefault(r.volume_id, []).append(r)
+        decoded = {
+            (volume_id, r.case_id): r
+            for volume_id, members in volumes.items()
+            for r in read_prepared_volume(
+                self.data_dir / "volumes" / volume_id, case_ids={m.case_id for m in members}
+            )
+        }
+        return [decoded[r.volume_id, r.case_id] for r in records]
 
     def describe_source(self) -> str:
         return f"{self.dataset_name} at {self.data_dir}"

@@ -29,7 +29,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from octseg.data.base import BScanRecord, SegDataModule
 from octseg.data.synthetic_anatomy import (
@@ -308,9 +307,12 @@ class SyntheticDataModule(SegDataModule):
         self.scans_per_volume = scans_per_volume
         self.style = _style_from(style)
 
-    def build_datasets(self) -> dict[str, Dataset]:
-        """Generates every split (a few ms per scan) and wraps each in an in-memory dataset."""
-        datasets, first_index, first_volume = {}, 0, 0
+    def describe_source(self) -> str:
+        return f"synthetic scans (seed {self.seed}, {self.height}x{self.width})"
+
+    def split_records(self, headers_only: bool = False) -> dict[str, list[BScanRecord]]:
+        """Generates every split (a few ms per scan; pixels whatever ``headers_only``)."""
+        parts, first_index, first_volume = {}, 0, 0
         args = (self.height, self.width, self.fluid_probability, self.healthy, self.style)
         for split, size in self.split_sizes.items():
             records = []
@@ -319,11 +321,11 @@ class SyntheticDataModule(SegDataModule):
                 volume = f"synth_v{first_volume + i // self.scans_per_volume:03d}"
                 records.append(BScanRecord(image, labels, f"synth_{first_index + i:05d}", volume,
                                            bscan_index=i % self.scans_per_volume))  # fmt: skip
-            datasets[split] = self.make_dataset(records, split)
+            parts[split] = records
             first_index += size
             first_volume += -(-size // self.scans_per_volume)
         log.info(
             "Generated synthetic OCT splits %s at %dx%d <dataset.datamodule.seed=%d>",
             self.split_sizes, self.height, self.width, self.seed,
         )  # fmt: skip
-        return datasets
+        return parts
