@@ -93,6 +93,23 @@ def test_an_image_level_set_is_refused_before_a_module_that_needs_masks(
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    "setting", ["+dataset.datamodule.labelled_fraction=0.5", "+dataset@unlabelled=kermany"]
+)
+def test_unlabelled_training_scans_are_refused_for_a_supervised_module(
+    make_cfg, tmp_path: Path, setting: str
+) -> None:
+    from octseg.data.kermany import prepare_kermany
+    from tests.data.image_level_fixtures import write_release
+
+    files = ["OCT2017/train/NORMAL/NORMAL-1-1.jpeg", "OCT2017/test/CNV/CNV-2-1.jpeg"]
+    prepare_kermany(write_release(tmp_path / "release", files), tmp_path / "data" / "kermany")
+    cfg = make_cfg("model=unet", setting, f"paths.data_dir={tmp_path / 'data'}")
+    with pytest.raises(ValueError, match=r"holds unlabelled B-scans .* learns from label maps"):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
 class _Interrupt(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= 3:

@@ -118,9 +118,8 @@ def _train(cfg: DictConfig) -> dict[str, float]:
         config_file = output_dir / f"config.resumed-{int(Path(ckpt_path).stat().st_mtime)}.yaml"
     atomic_write_text(config_file, OmegaConf.to_yaml(resolved))
 
-    log.info("Dataset <%s>", cfg.dataset.datamodule._target_)
-    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.dataset.datamodule)
-    _check_pixel_labels(cfg, datamodule)
+    datamodule = _instantiate_datamodule(cfg)
+    _check_module_fits_data(cfg, datamodule)
     log.info("Model <%s>", cfg.model._target_)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
 
@@ -158,24 +157,59 @@ def _train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def _check_pixel_labels(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
-    """Refuses, before the model is built, a module that learns from label maps on a dataset
-    without them (image-level sets), instead of a KeyError on the first batch. A module class
-    that can train without them sets ``trains_without_pixel_labels = True`` (f-AnoGAN, on a
-    normal class)."""
+def _instantiate_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """The dataset's DataModule; with ``+dataset@unlabelled=<name>`` (the ``unlabelled`` key),
+    that dataset's training part joins the training part as unlabelled B-scans
+    (``unlabelled_from``, see :class:`~octseg.data.base.SegDataModule`)."""
+    log.info("Dataset <%s>", cfg.dataset.datamodule._target_)
+    unlabelled = cfg.get("unlabelled")
+    if not unlabelled:
+        return hydra.utils.instantiate(cfg.dataset.datamodule)
+    if "datamodule" not in unlabelled:
+        raise ValueError(
+            f"unlabelled must be a dataset config with a datamodule, got keys "
+            f"{sorted(unlabelled)}; choose one with +dataset@unlabelled=<name> (e.g. kermany)."
+        )
+    log.info("Unlabelled B-scans from <%s>", unlabelled.get("name"))
+    # The source's B-scans get this dataset's augmentation and normalisation, not their own.
+    source = hydra.utils.instantiate(unlabelled.datamodule, train_transform=None)
+    return hydra.utils.instantiate(cfg.dataset.datamodule, unlabelled_from=source)
+
+
+def _check_module_fits_data(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
+    """Refuses, before the model is built, a module that cannot learn from the training data
+    as set, instead of a KeyError on the first batch or B-scans silently counted in no loss:
+
+    - a module that learns from label maps on a dataset without them (image-level sets); a
+      module class that can sets ``trains_without_pixel_labels = True`` (f-AnoGAN);
+    - unlabelled training B-scans (``labelled_fraction`` < 1 with ``unlabelled: keep``, or
+      ``+dataset@unlabelled``) for a module that does not learn from them; a semi-supervised
+      module class sets ``learns_from_unlabelled_scans = True`` (SD-LayerNet).
+    """
     module_class = hydra.utils.get_class(cfg.model._target_)
-    if getattr(datamodule, "has_pixel_labels", True) or getattr(
-        module_class, "trains_without_pixel_labels", False
-    ):
-        return
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     model_name = choices.get("model") or cfg.model._target_
-    raise ValueError(
-        f"dataset={cfg.dataset.name} holds image-level classes only (no label maps), but "
-        f"model={model_name} ({module_class.__name__}) trains on label maps. Train it on a "
-        "dataset with masks (dataset=duke, hcms, retouch, ...); on image-level sets only "
-        "model=fanogan trains (on dataset.normal_class, e.g. experiment=fanogan_kermany)."
-    )
+    if not getattr(datamodule, "has_pixel_labels", True) and not getattr(
+        module_class, "trains_without_pixel_labels", False
+    ):
+        raise ValueError(
+            f"dataset={cfg.dataset.name} holds image-level classes only (no label maps), but "
+            f"model={model_name} ({module_class.__name__}) trains on label maps. Train it on a "
+            "dataset with masks (dataset=duke, hcms, retouch, ...); on image-level sets only "
+            "model=fanogan trains (on dataset.normal_class, e.g. experiment=fanogan_kermany)."
+        )
+    if getattr(datamodule, "has_unlabelled_training_scans", False) and not getattr(
+        module_class, "learns_from_unlabelled_scans", False
+    ):
+        raise ValueError(
+            f"The training part holds unlabelled B-scans (dataset.datamodule."
+            f"labelled_fraction={getattr(datamodule, 'labelled_fraction', None)} with "
+            f"unlabelled=keep, or +dataset@unlabelled), but model={model_name} "
+            f"({module_class.__name__}) learns from label maps only: they would count in no "
+            "loss. Use a semi-supervised method (model=sd_layernet, e.g. "
+            "experiment=sd_layernet_duke_semi), or set dataset.datamodule.unlabelled=drop and "
+            "leave out +dataset@unlabelled for the labelled-only baseline."
+        )
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str | None:

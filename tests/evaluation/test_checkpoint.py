@@ -82,6 +82,7 @@ def test_load_checkpoint_names_the_file(tmp_path: Path) -> None:
         ("dataset.fold", 2, "dataset.fold"),
         ("model.net.base_channels", 32, "model: checkpoint"),
         ("loss.terms", ["ce"], "loss: checkpoint"),
+        ("unlabelled", {"name": "kermany"}, "unlabelled: checkpoint None, now 'kermany'"),
     ],
 )
 def test_resume_with_a_changed_setup_is_refused_unless_allowed(path, value, message) -> None:

@@ -182,3 +182,56 @@ def test_fast_dev_run_on_duke(tmp_path: Path) -> None:
                    f"paths.data_dir={SHARED_DIR / 'datasets'}", "augmentation=none",
                    "dataset.datamodule.batch_size=2")  # fmt: skip
     assert math.isfinite(metrics["test/dice"]) and math.isfinite(metrics["test/mad_um"])
+
+
+def _kermany_release(data_dir: Path, shape: tuple[int, int] = (128, 128)) -> None:
+    """A prepared Kermany folder: 4 training B-scans of ``shape``, 1 test B-scan."""
+    from octseg.data.kermany import prepare_kermany
+    from tests.data.image_level_fixtures import write_jpeg
+
+    release = data_dir.parent / "kermany_release" / "OCT2017"
+    names = ["train/NORMAL/NORMAL-11-1", "train/NORMAL/NORMAL-11-2", "train/DME/DME-12-1",
+             "train/CNV/CNV-13-1", "test/CNV/CNV-21-1"]  # fmt: skip
+    for k, name in enumerate(names):
+        write_jpeg(release / f"{name}.jpeg", k, shape)
+    prepare_kermany(release.parent, data_dir / "kermany")
+
+
+def test_fast_dev_run_with_kermany_as_the_unlabelled_source(tmp_path: Path, caplog) -> None:
+    _kermany_release(tmp_path / "data")
+    with caplog.at_level("INFO", logger="octseg.data.base"):
+        metrics = _run(tmp_path / "run", "model=sd_layernet", "+dataset@unlabelled=kermany",
+                       f"paths.data_dir={tmp_path / 'data'}", "dataset.datamodule.batch_size=4",
+                       "dataset.datamodule.num_train=2",  # 2 labelled + 3 lent: both in a batch
+                       "+dataset.datamodule.unlabelled_max_bscans=3")  # fmt: skip
+    assert math.isfinite(metrics["test/dice"])
+    assert math.isfinite(metrics["train/loss/unsup/loss"])  # the lent scans were trained on
+    assert "Unlabelled training B-scans from kermany at" in caplog.text
+    assert "3 of its 4 training B-scans" in caplog.text
+
+
+def test_duke_kermany_experiment_is_the_duke_recipe_plus_kermany() -> None:
+    def compose(experiment: str) -> dict:
+        cfg = compose_config(Path("/tmp/unused"), [f"experiment={experiment}"], fast=False)
+        GlobalHydra.instance().clear()
+        return OmegaConf.to_container(cfg)
+
+    duke, ours = compose("sd_layernet_duke"), compose("sd_layernet_duke_kermany")
+    lent = ours.pop("unlabelled")
+    assert lent["name"] == "kermany" and lent["split"] == "official"
+    assert ours["dataset"]["datamodule"].pop("unlabelled_max_bscans") == 462
+    assert duke.pop("unlabelled") is None
+    for cfg in (ours, duke):
+        cfg.pop("experiment_name"), cfg.pop("hydra")  # hydra: the overrides given
+    assert ours == duke  # the recipe itself is unchanged
+
+
+@pytest.mark.slow
+@requires_duke()
+def test_fast_dev_run_of_the_duke_kermany_experiment(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _kermany_release(data, (496, 512))
+    (data / "duke_dme").symlink_to(SHARED_DIR / "datasets" / "duke_dme")
+    metrics = _run(tmp_path / "run", "experiment=sd_layernet_duke_kermany",
+                   f"paths.data_dir={data}", "dataset.datamodule.batch_size=2")  # fmt: skip
+    assert math.isfinite(metrics["test/dice"]) and math.isfinite(metrics["test/mad_um"])

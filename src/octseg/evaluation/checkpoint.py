@@ -127,8 +127,9 @@ def _plain(value: Any) -> Any:
 
 
 def _compared(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """What must not change on resume: the network, the dataset and its split, the loss, and
-    the optimizer's type (its state cannot be loaded into another optimizer)."""
+    """What must not change on resume: the network, the dataset and its split, the source of
+    unlabelled B-scans, the loss, and the optimizer's type (its state cannot be loaded into
+    another optimizer)."""
     dataset = cfg.get("dataset") or {}
     model = cfg.get("model") or {}
     return {
@@ -136,6 +137,7 @@ def _compared(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "dataset": dataset.get("name"),
         "dataset.split": dataset.get("split"),
         "dataset.fold": dataset.get("fold"),
+        "unlabelled": (cfg.get("unlabelled") or {}).get("name"),
         "loss": cfg.get("loss"),
         "optimizer": (cfg.get("optimizer") or {}).get("_target_"),
     }

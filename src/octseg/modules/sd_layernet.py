@@ -120,6 +120,8 @@ class SDLayerNetModule(SegModule):
     """
 
     hparams_ignore = (*SegModule.hparams_ignore, "unsup_objective")
+    #: unlabelled training B-scans feed the unsupervised objective (train.py checks this).
+    learns_from_unlabelled_scans = True
 
     def __init__(
         self,
