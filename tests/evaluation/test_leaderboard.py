@@ -178,6 +178,11 @@ def test_method_labels_and_metric_direction(tmp_path: Path) -> None:
     assert method_label({"experiment": "default", "model": "ynet"}, path) == "ynet"
     assert method_label({"run_name": "unet-duke-s3"}, path) == "unet-duke"
     assert method_label({}, path) == "r"
+    # Another dataset's unlabelled B-scans make another method, named once.
+    semi = {"experiment": "sd_layernet_duke_semi", "unlabelled": "kermany"}
+    assert method_label(semi, path) == "sd_layernet_duke_semi+kermany"
+    own = {"experiment": "sd_layernet_duke_kermany", "unlabelled": "kermany"}
+    assert method_label(own, path) == "sd_layernet_duke_kermany"
     assert higher_is_better("dice/RNFL") and higher_is_better("auroc")
     assert not higher_is_better("mad_um/ILM") and not higher_is_better("thickness_mae_um")
     assert not higher_is_better("topology_violation_rate")

@@ -152,6 +152,7 @@ def test_run_identity_from_composed_configs(make_cfg) -> None:
         "model": "unet",
         "experiment": "default",
         "dataset": "synthetic_small",
+        "unlabelled": None,
         "split": None,
         "fold": None,
         "seed": 3,
@@ -162,3 +163,6 @@ def test_run_identity_from_composed_configs(make_cfg) -> None:
     identity = run_identity(duke)
     assert identity["model"] == "unet_small" and identity["experiment"] == "duke_cpu"
     assert (identity["dataset"], identity["split"], identity["fold"]) == ("duke", "kfold", 2)
+    semi = make_cfg("experiment=sd_layernet_duke_semi", "+dataset@unlabelled=kermany",
+                    fast=False, subdir="s")  # fmt: skip
+    assert run_identity(semi)["unlabelled"] == "kermany"

@@ -117,7 +117,8 @@ class RunReport:
         path: the ``metrics.json``.
         method: the row it belongs to (:func:`method_label`).
         dataset: the dataset name (``run.dataset``), or None when the report does not say.
-        identity: ``model``, ``experiment``, ``split``, ``fold``, ``seed``, ``run_name``.
+        identity: ``model``, ``experiment``, ``unlabelled``, ``split``, ``fold``, ``seed``,
+            ``run_name``.
         values: dataset-level values (flat keys).
         volumes: per-volume values ``{volume_id: {key: value}}``.
         class_names: the report's class names (must agree within a leaderboard).
@@ -165,17 +166,22 @@ def method_label(run: dict[str, Any], path: Path) -> str:
     """A run's method: an explicit ``run.method`` (e.g. set by an ensemble's evaluation), else
     its experiment name when it ran one (``experiment=relaynet_duke``), else its model config
     name (``model=unet_small``); reports written before runs stored those fall back to the run
-    name without its ``-s<seed>`` suffix, then to the folder."""
+    name without its ``-s<seed>`` suffix, then to the folder. A run given another dataset's
+    unlabelled B-scans (``+dataset@unlabelled=kermany``) is another method: ``+kermany`` is
+    appended unless its name already says so (``sd_layernet_duke_kermany``)."""
     if run.get("method"):
         return str(run["method"])
     experiment = run.get("experiment")
     if experiment and experiment != "default":
-        return str(experiment)
-    if run.get("model"):
-        return str(run["model"])
-    if run.get("run_name"):
-        return re.sub(r"-s\d+$", "", str(run["run_name"]))
-    return path.parent.name
+        label = str(experiment)
+    elif run.get("model"):
+        label = str(run["model"])
+    elif run.get("run_name"):
+        label = re.sub(r"-s\d+$", "", str(run["run_name"]))
+    else:
+        label = path.parent.name
+    unlabelled = run.get("unlabelled")
+    return f"{label}+{unlabelled}" if unlabelled and str(unlabelled) not in label else label
 
 
 def load_runs(folders: Iterable[str | Path], dataset: str | None = None) -> list[RunReport]:
@@ -200,7 +206,8 @@ def load_runs(folders: Iterable[str | Path], dataset: str | None = None) -> list
                 dataset=run.get("dataset"),
                 identity={
                     k: run.get(k)
-                    for k in ("model", "experiment", "split", "fold", "seed", "run_name")
+                    for k in ("model", "experiment", "unlabelled", "split", "fold", "seed",
+                              "run_name")
                 },
                 values=dict(report.get("dataset") or {}),
                 volumes={str(k): dict(v) for k, v in (report.get("volumes") or {}).items()},

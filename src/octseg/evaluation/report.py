@@ -241,12 +241,14 @@ class EvaluationResult:
 def run_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """What identifies a run among others (leaderboards group and pair runs by it), from its
     resolved run config: ``model`` (the ``model`` config's name), ``experiment``, ``dataset``,
-    ``split``, ``fold`` and ``seed``; None where the config does not say."""
+    ``unlabelled`` (the dataset lending unlabelled B-scans), ``split``, ``fold`` and ``seed``;
+    None where the config does not say."""
     dataset = cfg.get("dataset") or {}
     return {
         "model": cfg.get("model_name"),
         "experiment": cfg.get("experiment_name"),
         "dataset": dataset.get("name"),
+        "unlabelled": (cfg.get("unlabelled") or {}).get("name"),
         "split": dataset.get("split"),
         "fold": dataset.get("fold"),
         "seed": cfg.get("seed"),
