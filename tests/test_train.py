@@ -110,6 +110,12 @@ def test_unlabelled_training_scans_are_refused_for_a_supervised_module(
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
 
 
+def test_an_unlabelled_key_that_is_no_dataset_config_is_refused(make_cfg) -> None:
+    cfg = make_cfg("model=sd_layernet", "+unlabelled.name=kermany")
+    with pytest.raises(ValueError, match=r"unlabelled must be a dataset config .* \+dataset@"):
+        train(cfg)
+
+
 class _Interrupt(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= 3:
